@@ -1,0 +1,26 @@
+"""audiollm: one decoder LM over text tokens and neural-codec audio codes.
+
+Public names are re-exported lazily so `import audiollm` stays fast (no lightning, gradio
+or librosa at import time).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_codec": "audiollm.codecs",
+}
+__all__ = ["__version__", "load_codec"]
+
+if TYPE_CHECKING:
+    from audiollm.codecs import load_codec
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'audiollm' has no attribute {name!r}")

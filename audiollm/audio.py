@@ -1,0 +1,127 @@
+"""Audio I/O: load, save, resample, mix down. Every error names the file and the problem.
+
+Tensors are float32 `[C, N]` (channels, samples) in [-1, 1] unless said otherwise.
+Reading goes through soundfile (libsndfile: wav, flac, ogg, mp3, NIST SPHERE);
+resampling through `torchaudio.functional.resample`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+WRITABLE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message starts with the file's path."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def info(path: str | Path) -> sf._SoundFileInfo:
+    """Header of an audio file (sample rate, channels, frames), checked for a usable sample rate."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    try:
+        meta = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
+    if meta.samplerate <= 0:
+        raise AudioError(path, f"sample rate is {meta.samplerate} Hz in the header; it must be positive")
+    return meta
+
+
+def load(
+    path: str | Path,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Read `path` into float32 `[C, N]` and its sample rate.
+
+    sample_rate: resample to this rate (None keeps the file's). channels: 1 (mix down to mono),
+    2 (duplicate mono), or None (as stored). start/duration (seconds) read a segment.
+    Raises AudioError for a missing, empty, corrupt, silent-length or non-finite file.
+    """
+    meta = info(path)
+    sr = meta.samplerate
+    first = round(start * sr)
+    frames = -1 if duration is None else round(duration * sr)
+    try:
+        data, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
+    if data.shape[0] == 0:
+        where = "" if first == 0 and duration is None else f" in the segment from {start:.3f}s"
+        raise AudioError(path, f"contains no audio samples{where} (zero length)")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, N)
+    if channels is not None:
+        wav = to_channels(wav, channels)
+    if sample_rate is not None and sample_rate != sr:
+        wav = resample(wav, sr, sample_rate)
+        sr = sample_rate
+    return wav, sr
+
+
+def save(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write float `[C, N]` or `[N]` audio to .wav (16-bit PCM) or .flac, atomically; returns the path."""
+    path = Path(path)
+    fmt = WRITABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(path, f"cannot write '{path.suffix}'; use one of {sorted(WRITABLE_FORMATS)}")
+    if sample_rate <= 0:
+        raise AudioError(path, f"sample rate must be positive, got {sample_rate}")
+    data = wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2:
+        raise AudioError(path, f"expected audio shaped [C, N] or [N], got {tuple(data.shape)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, format=fmt, subtype="PCM_16")
+    tmp.replace(path)
+    return path
+
+
+def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Band-limited resampling of `[..., N]` float audio; a no-op when the rates match."""
+    if orig_sr == new_sr:
+        return wav
+    return AF.resample(wav, orig_sr, new_sr)
+
+
+def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert `[..., C, N]` to `channels` channels: average down to mono, or repeat mono up."""
+    C = wav.shape[-2]
+    if C == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if C == 1:
+        return wav.expand(*wav.shape[:-2], channels, wav.shape[-1]).contiguous()
+    raise ValueError(f"cannot convert {C} channels to {channels}")
+
+
+def conform(wav: torch.Tensor, sample_rate: int, target_rate: int, channels: int) -> torch.Tensor:
+    """Bring `[B, C, N]` audio at `sample_rate` to `target_rate` and `channels` (what a codec expects)."""
+    return resample(to_channels(wav, channels), sample_rate, target_rate)
+
+
+def _reason(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

@@ -1,0 +1,70 @@
+"""The `audiollm` command: thin wrappers over library functions. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from audiollm.data.shards import tokenize_manifest
+
+    summary = tokenize_manifest(
+        args.manifest,
+        args.out,
+        codec=args.codec,
+        checkpoint=args.checkpoint,
+        bandwidth=args.bandwidth,
+        batch_seconds=args.batch_seconds,
+        device=args.device,
+    )
+    print(summary.describe())
+    return 0
+
+
+def _add_tokenize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenize", help="encode a manifest's audio into code shards")
+    p.add_argument("manifest", help="JSONL manifest (id, audio, optional text/caption/speaker/start/duration)")
+    p.add_argument("--codec", required=True, help="codec name (encodec_24khz, encodec_48khz) or a saved codec dir")
+    p.add_argument("--checkpoint", help="local EnCodec checkpoint file (.th state dict)")
+    p.add_argument("--bandwidth", type=float, help="EnCodec bandwidth in kbps (chooses the number of codebooks)")
+    p.add_argument("--batch-seconds", type=float, default=80.0, help="audio per encoder batch (seconds)")
+    p.add_argument("--device", default="cpu", help="torch device for the codec")
+    p.add_argument("--out", required=True, help="output folder for shards and index.jsonl")
+    p.set_defaults(func=_tokenize)
+
+
+# Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiollm", description="Large audio language models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("fit", help="train a recipe: audiollm fit --config recipes/NAME/config.yaml", add_help=False)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fit":
+        from audiollm.train.cli import fit_main
+
+        return fit_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"audiollm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: manifests (JSONL records), tokenised shards, datasets, samplers, mixtures."""

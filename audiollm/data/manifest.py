@@ -1,0 +1,106 @@
+"""Manifests: one JSON record per line describing one utterance or clip.
+
+A record has `id` and `audio` (a path, relative paths resolved against the manifest's folder),
+and optionally `text` (transcript), `caption` (music / sound description), `speaker`,
+`start` and `duration` (seconds, a segment of the file), `split` (train / valid / test) and
+`task` hints. Unknown keys are kept, so corpus-specific metadata survives tokenisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KNOWN_FIELDS = ("id", "audio", "text", "caption", "speaker", "start", "duration", "split")
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be used; the message names the file, the line and the field."""
+
+
+@dataclass
+class Record:
+    """One audio item. `audio` is an absolute path once read through `read_manifest`."""
+
+    id: str
+    audio: str
+    text: str | None = None
+    caption: str | None = None
+    speaker: str | None = None
+    start: float = 0.0
+    duration: float | None = None
+    split: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The record as one manifest line's object (None fields left out, extras flattened)."""
+        d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        if d.get("start") == 0.0:
+            del d["start"]
+        return {**d, **self.extra}
+
+
+def parse_record(obj: object, where: str, root: Path | None = None) -> Record:
+    """Validate one decoded JSON line. `where` ("file.jsonl:12") starts every error message."""
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("id", "audio"):
+        if not isinstance(obj.get(key), str) or not obj[key]:
+            raise ManifestError(f"{where}: field '{key}' is required and must be a non-empty string")
+    for key in ("text", "caption", "speaker", "split"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ManifestError(f"{where}: field '{key}' must be a string")
+    for key in ("start", "duration"):
+        v = obj.get(key)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
+            raise ManifestError(f"{where}: field '{key}' must be a number >= 0, got {v!r}")
+    if obj.get("duration") == 0:
+        raise ManifestError(f"{where}: field 'duration' must be > 0")
+    audio = Path(obj["audio"])
+    if root is not None and not audio.is_absolute():
+        audio = root / audio
+    return Record(
+        id=obj["id"],
+        audio=str(audio),
+        text=obj.get("text"),
+        caption=obj.get("caption"),
+        speaker=obj.get("speaker"),
+        start=float(obj.get("start") or 0.0),
+        duration=None if obj.get("duration") is None else float(obj["duration"]),
+        split=obj.get("split"),
+        extra={k: v for k, v in obj.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def read_manifest(path: str | Path) -> Iterator[Record]:
+    """Yield the records of a JSONL manifest; blank lines are skipped, bad lines raise ManifestError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            yield parse_record(obj, f"{path}:{n}", path.parent)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict | Record]) -> Path:
+    """Write rows as JSONL atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            obj = row.to_json() if isinstance(row, Record) else row
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
