@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := espeak-ng flite sox ffmpeg fluidsynth fluid-soundfont-gm
+DEBS := espeak-ng flite sox ffmpeg fluidsynth fluid-soundfont-gm wordnet-base
 
 .PHONY: setup debs test lint quickstart clean
 
