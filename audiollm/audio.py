@@ -38,6 +38,8 @@ def info(path: str | Path) -> sf._SoundFileInfo:
     try:
         meta = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        if _wav_header_rate(path) == 0:  # libsndfile refuses these with an opaque message
+            raise AudioError(path, "sample rate is 0 Hz in the header; it must be positive") from None
         raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
     if meta.samplerate <= 0:
         raise AudioError(path, f"sample rate is {meta.samplerate} Hz in the header; it must be positive")
@@ -87,7 +89,9 @@ def save(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> 
         raise AudioError(path, f"cannot write '{path.suffix}'; use one of {sorted(WRITABLE_FORMATS)}")
     if sample_rate <= 0:
         raise AudioError(path, f"sample rate must be positive, got {sample_rate}")
-    data = wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    data = (
+        wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    )
     if data.ndim == 1:
         data = data[None]
     if data.ndim != 2:
@@ -109,7 +113,7 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
 def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert `[..., C, N]` to `channels` channels: average down to mono, or repeat mono up."""
     C = wav.shape[-2]
-    if C == channels:
+    if channels == C:
         return wav
     if channels == 1:
         return wav.mean(dim=-2, keepdim=True)
@@ -121,6 +125,18 @@ def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
 def conform(wav: torch.Tensor, sample_rate: int, target_rate: int, channels: int) -> torch.Tensor:
     """Bring `[B, C, N]` audio at `sample_rate` to `target_rate` and `channels` (what a codec expects)."""
     return resample(to_channels(wav, channels), sample_rate, target_rate)
+
+
+def _wav_header_rate(path: Path) -> int | None:
+    """The sample rate in a RIFF/WAVE 'fmt ' chunk, or None when the file is not such a WAV."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at = head.find(b"fmt ", 12)
+    if at < 0 or len(head) < at + 16:
+        return None
+    return int.from_bytes(head[at + 12 : at + 16], "little")
 
 
 def _reason(e: Exception) -> str:

@@ -25,10 +25,16 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 def _add_tokenize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="encode a manifest's audio into code shards")
-    p.add_argument("manifest", help="JSONL manifest (id, audio, optional text/caption/speaker/start/duration)")
-    p.add_argument("--codec", required=True, help="codec name (encodec_24khz, encodec_48khz) or a saved codec dir")
+    p.add_argument(
+        "manifest", help="JSONL manifest (id, audio, optional text/caption/speaker/start/duration)"
+    )
+    p.add_argument(
+        "--codec", required=True, help="codec name (encodec_24khz, encodec_48khz) or a saved codec dir"
+    )
     p.add_argument("--checkpoint", help="local EnCodec checkpoint file (.th state dict)")
-    p.add_argument("--bandwidth", type=float, help="EnCodec bandwidth in kbps (chooses the number of codebooks)")
+    p.add_argument(
+        "--bandwidth", type=float, help="EnCodec bandwidth in kbps (chooses the number of codebooks)"
+    )
     p.add_argument("--batch-seconds", type=float, default=80.0, help="audio per encoder batch (seconds)")
     p.add_argument("--device", default="cpu", help="torch device for the codec")
     p.add_argument("--out", required=True, help="output folder for shards and index.jsonl")
@@ -42,7 +48,9 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiollm", description="Large audio language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("fit", help="train a recipe: audiollm fit --config recipes/NAME/config.yaml", add_help=False)
+    sub.add_parser(
+        "fit", help="train a recipe: audiollm fit --config recipes/NAME/config.yaml", add_help=False
+    )
     for add in SUBCOMMANDS:
         add(sub)
     return parser

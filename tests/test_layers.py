@@ -63,7 +63,9 @@ def test_imports_point_down():
             if other is not None and other > own and not same_pkg:
                 bad.append(f"audiollm/{'/'.join(rel.parts)} (L{own}) imports {name} (L{other})")
             if name.split(".")[0] in ("lightning", "pytorch_lightning") and rel.parts[0] != "train":
-                bad.append(f"audiollm/{'/'.join(rel.parts)} imports {name}: lightning belongs to audiollm.train")
+                bad.append(
+                    f"audiollm/{'/'.join(rel.parts)} imports {name}: lightning belongs to audiollm.train"
+                )
     assert not bad, "\n".join(bad)
 
 

@@ -54,7 +54,9 @@ def prepare_input(codec: Codec, wav: torch.Tensor, sample_rate: int | None) -> t
 def check_codes(codec: Codec, codes: torch.Tensor) -> None:
     """Raise ValueError unless codes are int (B, K, T) with K <= num_codebooks and values in range."""
     if codes.dim() != 3 or codes.is_floating_point():
-        raise ValueError(f"decode expects integer codes shaped (B, K, T), got {codes.dtype} {tuple(codes.shape)}")
+        raise ValueError(
+            f"decode expects integer codes shaped (B, K, T), got {codes.dtype} {tuple(codes.shape)}"
+        )
     if codes.shape[1] > codec.num_codebooks:
         raise ValueError(f"codes have {codes.shape[1]} codebooks; this codec has {codec.num_codebooks}")
     if codes.numel() and (codes.min() < 0 or codes.max() >= codec.codebook_size):

@@ -1,0 +1,71 @@
+"""Shared fixtures: paths to the real recordings in ../shared/data and small assets the tests make."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AUDIOLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present (set AUDIOLLM_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def speech_file(shared_data) -> Path:
+    """A real LJSpeech utterance (FLAC, 22.05 kHz mono, ~10 s)."""
+    return shared_data / "ljspeech_subset" / "wavs" / "LJ001-0001.flac"
+
+
+def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, channels: int = 1, freq=440.0):
+    """Write a sine tone (PCM16) and return its path."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    x = 0.3 * np.sin(2 * np.pi * freq * t)
+    sf.write(str(path), np.stack([x] * channels, axis=1), sample_rate)
+    return path
+
+
+def init_encodec_codebooks(model, wav: torch.Tensor) -> None:
+    """Give an offline-built EnCodec non-degenerate codebooks: each RVQ layer's codebook is set to
+    residual encoder outputs of `wav` (1, C, N), layer after layer, and marked initialised."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        residual = model.encoder(wav).transpose(1, 2).reshape(-1, model.quantizer.dimension)  # (T, D)
+        for layer in model.quantizer.vq.layers:
+            book = layer._codebook
+            pick = torch.randint(len(residual), (book.codebook_size,), generator=g)
+            embed = residual[pick] + 1e-3 * torch.randn(book.codebook_size, residual.shape[1], generator=g)
+            book.embed.copy_(embed)
+            book.embed_avg.copy_(embed)
+            book.inited.fill_(1.0)
+            residual = residual - book.decode(book.encode(residual))
+
+
+@pytest.fixture(scope="session")
+def encodec_24k_checkpoint(tmp_path_factory, speech_file) -> Path:
+    """A state dict in the published `encodec_24khz-d7cc33bc.th` format, codebooks from real speech."""
+    from encodec import EncodecModel
+
+    from audiollm import audio
+
+    torch.manual_seed(0)
+    model = EncodecModel.encodec_model_24khz(pretrained=False)
+    wav, _ = audio.load(speech_file, sample_rate=24000, channels=1)
+    init_encodec_codebooks(model, wav[None])
+    path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-d7cc33bc.th"
+    torch.save(model.state_dict(), path)
+    return path
