@@ -1,0 +1,362 @@
+"""The audio language model: one decoder-only transformer over text tokens and audio frames, in plain torch.
+
+A sequence position is either a text token or an audio frame. A text position is embedded by the text
+table; an audio position by the sum of its K codebook embeddings. The trunk (pre-norm blocks with RoPE and
+`scaled_dot_product_attention`) is shared; a text head writes the next text/special token and K audio
+heads write the next step's K codes. Switches cover our defaults (RMSNorm, SwiGLU, full RoPE, sequential
+residual) and a GPT-NeoX / Pythia trunk (LayerNorm with bias, GELU, partial RoPE, parallel residual).
+
+This file knows nothing of codecs, patterns or Lightning; the token layout comes from `audiollm.vocab`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiollm.vocab import Vocab
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and switches of the transformer; the token layout is `vocab`."""
+
+    vocab: Vocab = field(default_factory=lambda: Vocab(text_size=256, num_codebooks=4, codebook_size=1024))
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int | None = None  # key/value heads for grouped-query attention (None: n_head)
+    d_model: int = 256  # width of the residual stream
+    d_ff: int | None = None  # MLP hidden width (None: 4 * d_model for GELU, ~8/3 * d_model for SwiGLU)
+    norm: str = "rmsnorm"  # "rmsnorm" or "layernorm" (LayerNorm with bias, as in GPT-NeoX)
+    norm_eps: float = 1e-5  # epsilon of every norm
+    mlp: str = "swiglu"  # "swiglu", "gelu" (exact) or "gelu_tanh"
+    bias: bool = False  # biases in the attention and MLP projections (GPT-NeoX: True)
+    parallel_residual: bool = False  # x + attn(n1(x)) + mlp(n2(x)) as in GPT-NeoX, instead of sequential
+    rotary_pct: float = 1.0  # fraction of each head's dims that RoPE rotates (Pythia: 0.25)
+    rope_theta: float = 10000.0  # RoPE base
+    tie_embeddings: bool = False  # share the text embedding and text head weights
+    dropout: float = 0.0  # dropout on the attention and MLP outputs during training
+    init_std: float = 0.02  # std of the normal init of weights
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vocab, dict):
+            self.vocab = Vocab.from_dict(self.vocab)
+        checks = {
+            "norm": self.norm in ("rmsnorm", "layernorm"),
+            "mlp": self.mlp in ("swiglu", "gelu", "gelu_tanh"),
+            "d_model": self.d_model % self.n_head == 0,
+            "n_kv_head": self.n_head % self.kv_heads == 0,
+            "rotary_pct": 0.0 < self.rotary_pct <= 1.0 and self.rotary_dims % 2 == 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid (see its comment)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def rotary_dims(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    @property
+    def ff_dim(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        return 4 * self.d_model if self.mlp != "swiglu" else 64 * math.ceil(8 * self.d_model / 3 / 64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, the vocabulary as its own dict."""
+        return {**asdict(self), "vocab": self.vocab.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"model config has unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+# Named sizes (dims only; pass `vocab=` for the token layout). Parameter counts with a 4k text vocabulary.
+PRESETS: dict[str, dict[str, Any]] = {
+    "debug": dict(n_layer=2, n_head=2, d_model=32),  # milliseconds per forward, for tests
+    "tiny": dict(n_layer=4, n_head=4, d_model=256),  # ~5 M
+    "small": dict(n_layer=6, n_head=8, d_model=512),  # ~25 M
+    "base": dict(n_layer=12, n_head=12, d_model=768),  # ~100 M
+}
+# The switches that make the trunk a GPT-NeoX (Pythia) trunk: combine with a preset.
+GPT_NEOX = dict(norm="layernorm", mlp="gelu", bias=True, parallel_residual=True, rotary_pct=0.25)
+
+
+class KVCache:
+    """Static, preallocated keys and values of every layer: (n_layer, B, n_kv_head, max_len, head_dim)."""
+
+    def __init__(
+        self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device
+    ):
+        shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(
+        self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Write k, v (B, n_kv_head, S, head_dim) at cache `slots` (S,); return the layer's whole cache."""
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
+        return self.k[layer], self.v[layer]
+
+
+def attention_mask(valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Bool (B, 1, S, L): the query at slot slots[i] sees earlier-or-equal slots that hold real tokens.
+
+    valid: (B, L) bool, False at padding. A query always sees itself, so padded rows never go all-masked.
+    """
+    key = torch.arange(valid.shape[1], device=valid.device)
+    causal = key[None, :] <= slots[:, None]  # (S, L)
+    itself = key[None, :] == slots[:, None]  # (S, L)
+    return ((causal[None] & valid[:, None, :]) | itself[None])[:, None]  # (B, 1, S, L)
+
+
+def rope(pos: torch.Tensor, config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (B or 1, 1, S, rotary_dims / 2) for integer positions pos (B or 1, S)."""
+    half = config.rotary_dims // 2
+    inv_freq = config.rope_theta ** (-torch.arange(half, device=pos.device, dtype=torch.float32) / half)
+    angles = pos[:, None, :, None].float() * inv_freq  # (B, 1, S, half)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first 2 * cos.shape[-1] dims of x (B, h, S, head_dim) in halves (GPT-NeoX layout)."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+    return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, hd = config, config.head_dim
+        self.qkv = nn.Linear(c.d_model, (c.n_head + 2 * c.kv_heads) * hd, bias=c.bias)  # [q | k | v]
+        self.proj = nn.Linear(c.n_head * hd, c.d_model, bias=c.bias)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
+        c, (B, S, _) = self.config, x.shape
+        q, k, v = self.qkv(x).split(
+            [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1
+        )
+        q = q.view(B, S, c.n_head, c.head_dim).transpose(1, 2)  # (B, nh, S, hd)
+        k = k.view(B, S, c.kv_heads, c.head_dim).transpose(1, 2)  # (B, nkv, S, hd)
+        v = v.view(B, S, c.kv_heads, c.head_dim).transpose(1, 2)  # (B, nkv, S, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, slots, k, v)  # (B, nkv, L, hd)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=c.kv_heads != c.n_head
+        )  # (B, nh, S, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, S, c.n_head * c.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.kind = config.mlp
+        width = 2 * config.ff_dim if config.mlp == "swiglu" else config.ff_dim  # SwiGLU: [gate | up]
+        self.fc = nn.Linear(config.d_model, width, bias=config.bias)
+        self.proj = nn.Linear(config.ff_dim, config.d_model, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
+        return self.proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.parallel = config.parallel_residual
+        self.norm1, self.attn = make_norm(config), Attention(config)
+        self.norm2, self.mlp = make_norm(config), MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
+        a = self.drop(self.attn(self.norm1(x), cos, sin, mask, cache, layer, slots))
+        if self.parallel:
+            return x + a + self.drop(self.mlp(self.norm2(x)))
+        x = x + a
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def _audio_offsets(vocab: Vocab, device: torch.device | str | None = None) -> torch.Tensor:
+    """(K,) first row of each codebook in the stacked audio table (the vocabulary's audio blocks, shifted to 0)."""
+    rows = [vocab.audio_offset(k) - vocab.text_vocab_size for k in range(vocab.num_codebooks)]
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+class AudioLanguageModel(nn.Module):
+    """Decoder LM over mixed text/audio sequences: embeddings, trunk, a text head and K audio heads."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        v, d = config.vocab, config.d_model
+        self.text_embed = nn.Embedding(v.text_vocab_size, d)
+        self.audio_embed = nn.Embedding(v.num_codebooks * v.audio_card, d)  # K stacked codebook tables
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = make_norm(config)
+        self.text_head = nn.Linear(d, v.text_vocab_size, bias=False)
+        self.audio_heads = nn.Linear(d, v.num_codebooks * v.audio_card, bias=False)  # K heads in one matmul
+        self.register_buffer("audio_offsets", _audio_offsets(v), persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, std=config.init_std / math.sqrt(2 * config.n_layer))
+        if config.tie_embeddings:
+            self.text_head.weight = self.text_embed.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(
+        self, text: torch.Tensor, audio: torch.Tensor | None = None, is_audio: torch.Tensor | None = None
+    ):
+        """Input vectors (B, S, d_model).
+
+        text: (B, S) int64 text/special ids (ignored where is_audio); audio: (B, S, K) int64 local codes in
+        [0, audio_card) (ignored where not is_audio); is_audio: (B, S) bool. Without audio: text only.
+        """
+        x = self.text_embed(text)  # (B, S, d)
+        if audio is None:
+            return x
+        B, S, K = audio.shape
+        rows = (audio + self.audio_offsets).view(B * S, K)  # (B*S, K) rows of the stacked table
+        frames = F.embedding_bag(rows, self.audio_embed.weight, mode="sum").view(B, S, -1)  # (B, S, d)
+        return torch.where(is_audio[..., None], frames, x)
+
+    def trunk(self, x, pos=None, mask=None, cache: KVCache | None = None, slots=None) -> torch.Tensor:
+        """Hidden states (B, S, d_model) after the blocks and the final norm.
+
+        pos: (B or 1, S) int64 RoPE positions (default 0..S-1); mask: (B, 1, S, L) bool (default causal);
+        cache/slots: a KVCache and the (S,) cache slots this chunk writes.
+        """
+        if pos is None:
+            pos = torch.arange(x.shape[1], device=x.device)[None]  # (1, S)
+        cos, sin = rope(pos, self.config, x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, mask, cache, i, slots)
+        return self.norm(x)
+
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, S, d) -> text logits (B, S, text_vocab_size), audio logits (B, S, K, audio_card)."""
+        v = self.config.vocab
+        return self.text_head(h), self.audio_heads(h).unflatten(-1, (v.num_codebooks, v.audio_card))
+
+    def forward(self, text, audio=None, is_audio=None, **trunk_args) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits predicting the next position: text (B, S, text_vocab_size), audio (B, S, K, audio_card)."""
+        return self.heads(self.trunk(self.embed(text, audio, is_audio), **trunk_args))
+
+    def text_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text-only input: ids (B, L) int64 -> next-token logits (B, L, text_vocab_size)."""
+        return self.text_head(self.trunk(self.embed(ids)))
+
+    def save_pretrained(self, path: str | Path, codec: dict[str, Any] | None = None) -> None:
+        """Write `config.json` (model config, vocabulary, optional codec reference) and `model.safetensors`."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: t.contiguous() for k, t in self.state_dict().items()}
+        if self.config.tie_embeddings:
+            del state["text_head.weight"]  # the same tensor as text_embed.weight
+        save_file(state, str(path / "model.safetensors"))
+        config = {"model": self.config.to_dict(), "codec": codec}
+        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AudioLanguageModel:
+        """Load a directory written by `save_pretrained` (safetensors only; nothing is unpickled)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = ModelConfig.from_dict(read_config(path)["model"])
+        with torch.device("meta"):
+            model = cls(config)
+        state = load_file(str(path / "model.safetensors"), device=str(device))
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if not (config.tie_embeddings and k == "text_head.weight")]
+        if missing or unexpected:
+            raise ValueError(f"{path / 'model.safetensors'}: missing {missing}, unexpected {unexpected}")
+        if config.tie_embeddings:
+            model.text_head.weight = model.text_embed.weight
+        model.audio_offsets = _audio_offsets(config.vocab, device)
+        return model.eval()
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The parsed `config.json` of a checkpoint directory (keys: model, codec)."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: expected a directory written by save_pretrained")
+    config = json.loads(file.read_text())
+    if "model" not in config:
+        raise ValueError(
+            f"{file} has no 'model' entry: it was not written by AudioLanguageModel.save_pretrained"
+        )
+    return config
+
+
+def lm_loss(
+    text_logits: torch.Tensor,
+    audio_logits: torch.Tensor,
+    text_targets: torch.Tensor,
+    audio_targets: torch.Tensor,
+    text_mask: torch.Tensor,
+    audio_mask: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy over the positions the caller's masks select.
+
+    text_logits (B, S, V), text_targets (B, S) int64, text_mask (B, S) bool; audio_logits (B, S, K, C),
+    audio_targets (B, S, K) int64, audio_mask (B, S, K) bool. Returns `loss` (mean over every selected
+    text token and audio code), `text_loss` and `audio_loss` (means per modality; 0 where none selected).
+    """
+    text_sum = F.cross_entropy(text_logits[text_mask].float(), text_targets[text_mask], reduction="sum")
+    audio_sum = F.cross_entropy(audio_logits[audio_mask].float(), audio_targets[audio_mask], reduction="sum")
+    n_text, n_audio = text_mask.sum(), audio_mask.sum()
+    return {
+        "loss": (text_sum + audio_sum) / (n_text + n_audio).clamp(min=1),
+        "text_loss": text_sum / n_text.clamp(min=1),
+        "audio_loss": audio_sum / n_audio.clamp(min=1),
+    }

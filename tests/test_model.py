@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiollm.model import (
+    GPT_NEOX,
+    PRESETS,
+    AudioLanguageModel,
+    KVCache,
+    ModelConfig,
+    attention_mask,
+    lm_loss,
+)
+from audiollm.vocab import Vocab
+
+VOCAB = Vocab(text_size=40, num_codebooks=3, codebook_size=16)
+VARIANTS = {
+    "default": {},
+    "gpt_neox": GPT_NEOX,
+    "gqa_tied": dict(n_head=4, n_kv_head=2, tie_embeddings=True, mlp="gelu_tanh"),
+}
+
+
+def make(variant: str = "default", seed: int = 0) -> AudioLanguageModel:
+    torch.manual_seed(seed)
+    return AudioLanguageModel(ModelConfig(**{**PRESETS["debug"], **VARIANTS[variant]}, vocab=VOCAB)).eval()
+
+
+def mixed_batch(B: int = 2, S: int = 9, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, VOCAB.text_vocab_size, (B, S), generator=g)
+    audio = torch.randint(0, VOCAB.audio_card, (B, S, VOCAB.num_codebooks), generator=g)
+    is_audio = torch.rand(B, S, generator=g) < 0.5
+    return text, audio, is_audio
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_shapes_and_causality(variant):
+    model = make(variant)
+    text, audio, is_audio = mixed_batch()
+    text_logits, audio_logits = model(text, audio, is_audio)
+    assert text_logits.shape == (2, 9, VOCAB.text_vocab_size)
+    assert audio_logits.shape == (2, 9, VOCAB.num_codebooks, VOCAB.audio_card)
+    # Changing the last position changes nothing before it.
+    text2, audio2 = text.clone(), audio.clone()
+    text2[:, -1], audio2[:, -1] = 0, 0
+    again, _ = model(text2, audio2, is_audio)
+    torch.testing.assert_close(again[:, :-1], text_logits[:, :-1])
+
+
+def test_audio_frame_embedding_is_the_sum_of_its_codebook_embeddings():
+    model = make()
+    text, audio, is_audio = mixed_batch()
+    x = model.embed(text, audio, is_audio)
+    b, s = is_audio.nonzero()[0].tolist()
+    expected = sum(
+        model.audio_embed.weight[VOCAB.audio_id(k, int(audio[b, s, k])) - VOCAB.text_vocab_size]
+        for k in range(3)
+    )
+    torch.testing.assert_close(x[b, s], expected)
+    b, s = (~is_audio).nonzero()[0].tolist()
+    torch.testing.assert_close(x[b, s], model.text_embed.weight[text[b, s]])
+
+
+def test_text_logits_equals_forward_on_text_only():
+    model = make("gpt_neox")
+    text, audio, _ = mixed_batch()
+    expected, _ = model(text, audio, torch.zeros_like(text, dtype=torch.bool))
+    torch.testing.assert_close(model.text_logits(text), expected)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cached_chunks_equal_one_full_pass(variant):
+    model = make(variant)
+    text, audio, is_audio = mixed_batch(S=10)
+    full_text, full_audio = model(text, audio, is_audio)
+    cache = KVCache(model.config, batch=2, max_len=12, dtype=torch.float32, device=torch.device("cpu"))
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    outs = []
+    for start, end in [(0, 6), (6, 7), (7, 10)]:
+        slots = torch.arange(start, end)
+        x = model.embed(text[:, start:end], audio[:, start:end], is_audio[:, start:end])
+        h = model.trunk(x, pos=slots[None], mask=attention_mask(valid, slots), cache=cache, slots=slots)
+        outs.append(model.heads(h))
+    torch.testing.assert_close(torch.cat([o[0] for o in outs], 1), full_text, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([o[1] for o in outs], 1), full_audio, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_uses_only_masked_positions():
+    model = make()
+    text, audio, is_audio = mixed_batch()
+    text_logits, audio_logits = model(text, audio, is_audio)
+    text_mask, audio_mask = ~is_audio, is_audio[..., None].expand(-1, -1, 3).clone()
+    audio_mask[:, :, 2] = False
+    out = lm_loss(text_logits, audio_logits, text, audio, text_mask, audio_mask)
+    expected_text = F.cross_entropy(text_logits[text_mask], text[text_mask])
+    expected_audio = F.cross_entropy(audio_logits[audio_mask], audio[audio_mask])
+    torch.testing.assert_close(out["text_loss"], expected_text)
+    torch.testing.assert_close(out["audio_loss"], expected_audio)
+    n_text, n_audio = text_mask.sum(), audio_mask.sum()
+    torch.testing.assert_close(
+        out["loss"], (expected_text * n_text + expected_audio * n_audio) / (n_text + n_audio)
+    )
+    # Targets outside the masks do not matter.
+    text2 = torch.where(text_mask, text, 0)
+    torch.testing.assert_close(
+        lm_loss(text_logits, audio_logits, text2, audio, text_mask, audio_mask)["loss"], out["loss"]
+    )
+
+
+def test_a_few_steps_of_training_reduce_the_loss():
+    model = make().train()
+    text, audio, is_audio = mixed_batch(B=4, S=16)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    masks = (~is_audio[:, 1:], is_audio[:, 1:, None].expand(-1, -1, 3))
+    losses = []
+    for _ in range(20):
+        text_logits, audio_logits = model(text, audio, is_audio)
+        loss = lm_loss(text_logits[:, :-1], audio_logits[:, :-1], text[:, 1:], audio[:, 1:], *masks)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_save_and_load_round_trip(tmp_path, variant):
+    model = make(variant, seed=3)
+    model.save_pretrained(tmp_path, codec={"name": "encodec_24khz", "bandwidth": 6.0})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["vocab"] == VOCAB.to_dict()
+    assert config["codec"]["name"] == "encodec_24khz"
+    loaded = AudioLanguageModel.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    text, audio, is_audio = mixed_batch()
+    for a, b in zip(loaded(text, audio, is_audio), model(text, audio, is_audio), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if model.config.tie_embeddings:
+        assert loaded.text_head.weight is loaded.text_embed.weight
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        AudioLanguageModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="n_kv_head"):
+        ModelConfig(n_head=4, n_kv_head=3)
