@@ -1,0 +1,287 @@
+"""Generation: prefill, one `decode_step` at a time over a static KV cache, sampling, classifier-free guidance.
+
+Contract with training (the templates in tasks.py): the text head at position p predicts position p+1's
+text token, or `<audio>` when position p+1 is an audio frame; the K audio heads at p predict the codes of
+p+1. So at an audio step the text head decides between another frame (`<audio>`), the end (`<eos>`) and,
+if the template allows, a return to text (`<text>`); in text mode, writing `<audio>` (the segment marker)
+switches a row to audio. Audio steps follow a codebook pattern (`audiollm.patterns`): codebooks with no
+code at a step get the empty code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from audiollm import patterns
+from audiollm.model import AudioLanguageModel, KVCache, attention_mask
+from audiollm.vocab import Vocab
+
+
+@dataclass
+class Prompt:
+    """One prompt, position by position: text ids (S,), audio codes (S, K) and an is-audio flag (S,)."""
+
+    text: torch.Tensor  # (S,) int64 text/special ids (ignored at audio positions)
+    audio: torch.Tensor  # (S, K) int64 local codes in [0, audio_card) (ignored at text positions)
+    is_audio: torch.Tensor  # (S,) bool
+
+    @classmethod
+    def from_text(cls, ids: list[int] | torch.Tensor, vocab: Vocab) -> Prompt:
+        """A text-only prompt; audio slots hold the empty code."""
+        text = torch.as_tensor(ids, dtype=torch.long)
+        audio = torch.full((len(text), vocab.num_codebooks), vocab.empty_code, dtype=torch.long)
+        return cls(text, audio, torch.zeros(len(text), dtype=torch.bool))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a token is drawn from logits."""
+
+    temperature: float = 1.0  # 0 means greedy (argmax)
+    top_k: int | None = None  # keep the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of tokens whose probability reaches p
+
+
+@dataclass(frozen=True)
+class Template:
+    """Which modality each generated step has."""
+
+    start: str = "text"  # modality of the first generated position: "text" or "audio"
+    switch: bool = False  # allow <audio> (text -> audio) and <text> (audio -> text) mid-generation
+    first_audio_step: int = 0  # pattern step of the first generated audio position (continuation of a prompt)
+
+
+@dataclass
+class Generation:
+    """Generated steps of B rows; a row's steps after its `<eos>` (or limit) are padding."""
+
+    text: torch.Tensor  # (B, N) int64 text ids (`<pad>` at audio steps)
+    audio: torch.Tensor  # (B, N, K) int64 codes (empty code at text steps)
+    is_audio: torch.Tensor  # (B, N) bool
+    lengths: torch.Tensor  # (B,) int64 steps written per row, its final `<eos>` included
+    pattern: str  # codebook pattern of the audio steps
+    vocab: Vocab
+    logits: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per step, if asked
+
+    def row_text(self, b: int) -> list[int]:
+        """Text ids row b wrote, without `<eos>`."""
+        n = int(self.lengths[b])
+        ids = self.text[b, :n][~self.is_audio[b, :n]].tolist()
+        return [i for i in ids if i != self.vocab.eos]
+
+    def row_audio(self, b: int) -> torch.Tensor:
+        """(K, T) int64 codes of row b's audio steps, reverted by the pattern to complete frames."""
+        n = int(self.lengths[b])
+        steps = self.audio[b, :n][self.is_audio[b, :n]].T  # (K, S)
+        return patterns.revert(steps[None], self.pattern)[0]
+
+
+def collate(prompts: list[Prompt], vocab: Vocab) -> tuple[torch.Tensor, ...]:
+    """Left-pad prompts to one batch: text (B, S), audio (B, S, K), is_audio (B, S), valid (B, S) bool."""
+    S, B, K = max(len(p.text) for p in prompts), len(prompts), vocab.num_codebooks
+    text = torch.full((B, S), vocab.pad, dtype=torch.long)
+    audio = torch.full((B, S, K), vocab.empty_code, dtype=torch.long)
+    is_audio = torch.zeros(B, S, dtype=torch.bool)
+    valid = torch.zeros(B, S, dtype=torch.bool)
+    for b, p in enumerate(prompts):
+        n = len(p.text)
+        if n == 0 or p.audio.shape != (n, K) or p.is_audio.shape != (n,):
+            raise ValueError(f"prompt {b}: expected text (S,), audio (S, {K}), is_audio (S,) with S > 0")
+        text[b, S - n :], audio[b, S - n :], is_audio[b, S - n :], valid[b, S - n :] = (
+            p.text,
+            p.audio,
+            p.is_audio,
+            True,
+        )
+    return text, audio, is_audio, valid
+
+
+def logits_to_probs(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    """Probabilities (..., V) after temperature, top-k and top-p filtering of logits (..., V)."""
+    logits = logits.float() / max(sampling.temperature, 1e-5)
+    if sampling.top_k is not None:
+        kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p is not None:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum - sorted_logits.softmax(-1) >= sampling.top_p  # mass before this token already >= p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return logits.softmax(-1)
+
+
+def sample(
+    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Token ids (N,) from logits (N, V): argmax when temperature is 0, else a draw from `logits_to_probs`."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = logits_to_probs(logits, sampling)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def decode_step(model, text, audio, is_audio, pos, slots, valid, cache: KVCache | None):
+    """Run positions text (B, S), audio (B, S, K), is_audio (B, S) at RoPE positions pos (B, S) and cache
+    slots (S,), attending to the slots where valid (B, L) is True. Returns the last position's logits:
+    text (B, text_vocab_size), audio (B, K, audio_card)."""
+    mask = attention_mask(valid, slots)  # (B, 1, S, L)
+    h = model.trunk(model.embed(text, audio, is_audio), pos=pos, mask=mask, cache=cache, slots=slots)
+    text_logits, audio_logits = model.heads(h[:, -1:])
+    return text_logits[:, 0], audio_logits[:, 0]
+
+
+def prefill(model, text, audio, is_audio, valid, cache: KVCache | None):
+    """Run a left-padded prompt batch (see `collate`) into slots 0..S-1; valid (B, L) covers the whole cache
+    (L = S without one). Returns the last position's logits, as `decode_step`."""
+    S = text.shape[1]
+    pos = (valid[:, :S].long().cumsum(1) - 1).clamp(min=0)  # (B, S) positions count real tokens only
+    return decode_step(model, text, audio, is_audio, pos, torch.arange(S, device=text.device), valid, cache)
+
+
+@dataclass
+class _Rows:
+    """Per-row decoding state of the B conditional rows."""
+
+    in_audio: torch.Tensor  # (B,) bool: the next step is an audio step
+    audio_step: torch.Tensor  # (B,) int64: pattern step of the next audio position
+    done: torch.Tensor  # (B,) bool
+    lengths: torch.Tensor  # (B,) int64 steps written
+
+
+def _guide(
+    logits: tuple[torch.Tensor, torch.Tensor], B: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier-free guidance: rows [0, B) are conditional, [B, 2B) unconditional; mix them."""
+    if logits[0].shape[0] == B:
+        return logits
+    return tuple(u + scale * (c - u) for c, u in (x.split(B) for x in logits))
+
+
+def _choose(text_logits, audio_logits, rows: _Rows, rules: dict[str, torch.Tensor], sampling, generator):
+    """Pick each row's next step: text id (B,), codes (B, K), and whether it is an audio frame (B,)."""
+    allowed = torch.where(rows.in_audio[:, None], rules["audio_mode"], rules["text_mode"])  # (B, V)
+    tok = sample(text_logits.masked_fill(~allowed, float("-inf")), sampling, generator)  # (B,)
+    B, K, C = audio_logits.shape
+    real = audio_logits.clone()
+    real[..., rules["empty"]] = float("-inf")  # a sampled code is always a real code
+    codes = sample(real.view(B * K, C), sampling, generator).view(B, K)  # (B, K)
+    active = rules["active"][rows.audio_step]  # (B, K) codebooks with a code at this pattern step
+    codes = torch.where(active, codes, rules["empty"])
+    frame = rows.in_audio & (tok == rules["audio_id"]) & ~rows.done
+    return torch.where(rows.done, rules["pad"], tok), codes, frame
+
+
+def _advance(rows: _Rows, tok, frame, rules: dict[str, torch.Tensor], step: int) -> None:
+    """Update modality, pattern step and stop flags after step `step` wrote tok (B,) / frame (B,)."""
+    rows.audio_step += frame
+    stop = (tok == rules["eos_id"]) | (rows.audio_step >= rules["max_audio_steps"])
+    rows.lengths = torch.where(rows.done, rows.lengths, step + 1)
+    rows.done |= stop
+    rows.in_audio = torch.where(tok == rules["audio_id"], True, rows.in_audio & (tok != rules["text_id"]))
+
+
+def _rules(vocab: Vocab, template: Template, K: int, pattern: str, max_audio_steps: int, device) -> dict:
+    """Constant tensors for `_choose` / `_advance`: allowed ids per mode, pattern slots, special ids."""
+    text_mode = torch.ones(vocab.text_vocab_size, dtype=torch.bool)
+    audio_mode = torch.zeros(vocab.text_vocab_size, dtype=torch.bool)
+    audio_mode[[vocab.audio, vocab.eos]] = True
+    if template.switch:
+        audio_mode[vocab.text] = True
+    else:
+        text_mode[vocab.audio] = False
+    n = template.first_audio_step + max_audio_steps + 1
+    active = torch.stack([patterns.codebooks_at(s, K, pattern) for s in range(n)])  # (n, K) codes per step
+    ids = {"pad": vocab.pad, "eos_id": vocab.eos, "audio_id": vocab.audio, "text_id": vocab.text}
+    ids |= {"empty": vocab.empty_code, "max_audio_steps": max_audio_steps + template.first_audio_step}
+    tensors = {"text_mode": text_mode, "audio_mode": audio_mode, "active": active}
+    return {k: torch.as_tensor(v).to(device) for k, v in (ids | tensors).items()}
+
+
+@torch.inference_mode()
+def generate(
+    model: AudioLanguageModel,
+    prompts: list[Prompt],
+    *,
+    template: Template = Template(),
+    sampling: Sampling = Sampling(),
+    max_new_tokens: int = 256,
+    max_seconds: float | None = None,
+    frame_rate: float | None = None,
+    pattern: str = "delay",
+    uncond: list[Prompt] | None = None,
+    guidance_scale: float = 3.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    compile: bool = False,
+    return_logits: bool = False,
+) -> Generation:
+    """Continue each prompt by up to `max_new_tokens` steps (audio: at most `max_seconds` at `frame_rate`).
+
+    `uncond` (one prompt per row, e.g. the prompt without its caption) turns on classifier-free guidance:
+    both run in one batch and logits mix as uncond + guidance_scale * (cond - uncond). `use_cache=False`
+    recomputes the whole sequence at every step (the reference for tests); `compile` wraps `decode_step` in
+    `torch.compile` (for GPUs). Draws come from `generator`, so a seed reproduces a run.
+    """
+    vocab, B, K = model.config.vocab, len(prompts), model.config.vocab.num_codebooks
+    if uncond is not None and len(uncond) != B:
+        raise ValueError(f"uncond has {len(uncond)} prompts for {B} prompts: give one per prompt")
+    device = next(model.parameters()).device
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    # Left-padded prompts followed by room for the new steps: text, audio, is_audio, valid, each (R, L, ...).
+    prompt = collate(prompts + (uncond or []), vocab)
+    R, S, L = prompt[0].shape[0], prompt[0].shape[1], prompt[0].shape[1] + max_new_tokens
+    fills = (vocab.pad, vocab.empty_code, False, True)
+    text, audio, is_audio, valid = (
+        torch.cat([x, x.new_full((R, max_new_tokens, *x.shape[2:]), f)], 1).to(device)
+        for x, f in zip(prompt, fills, strict=True)
+    )
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (R, L) RoPE positions count real tokens
+    max_audio = max_new_tokens
+    if max_seconds is not None:
+        if frame_rate is None:
+            raise ValueError("max_seconds needs frame_rate (the codec's frames per second)")
+        max_audio = min(max_audio, patterns.get(pattern).num_steps(int(max_seconds * frame_rate), K))
+    rules = _rules(vocab, template, K, pattern, max_audio, device)
+    rows = _Rows(
+        in_audio=torch.full((B,), template.start == "audio", device=device),
+        audio_step=torch.full((B,), template.first_audio_step, device=device),
+        done=torch.zeros(B, dtype=torch.bool, device=device),
+        lengths=torch.zeros(B, dtype=torch.long, device=device),
+    )
+    cache = KVCache(model.config, R, L, next(model.parameters()).dtype, device) if use_cache else None
+    step_fn = torch.compile(decode_step) if compile else decode_step
+    slots = torch.arange(L, device=device)
+    logits = prefill(
+        model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, : L if use_cache else S], cache
+    )
+    saved = []
+    for i in range(max_new_tokens):
+        mixed = _guide(logits, B, guidance_scale)
+        saved += [mixed] if return_logits else []
+        tok, codes, frame = _choose(*mixed, rows, rules, sampling, generator)
+        _advance(rows, tok, frame, rules, i)
+        j = S + i  # the slot this step writes
+        text[:, j] = torch.where(frame, vocab.pad, tok).repeat(R // B)
+        audio[:, j] = torch.where(frame[:, None], codes, vocab.empty_code).repeat(R // B, 1)
+        is_audio[:, j] = frame.repeat(R // B)
+        if bool(rows.done.all()) or i == max_new_tokens - 1:
+            break
+        lo, hi = (j, L) if use_cache else (0, j + 1)  # one new position, or the whole sequence again
+        fn = step_fn if use_cache else decode_step
+        logits = fn(
+            model,
+            text[:, lo : j + 1],
+            audio[:, lo : j + 1],
+            is_audio[:, lo : j + 1],
+            pos[:, lo : j + 1],
+            slots[lo : j + 1],
+            valid[:, :hi],
+            cache,
+        )
+    rows.lengths = torch.where(rows.done, rows.lengths, i + 1)
+    n = int(rows.lengths.max())
+    out = (text[:B, S : S + n], audio[:B, S : S + n], is_audio[:B, S : S + n])
+    return Generation(*out, lengths=rows.lengths, pattern=pattern, vocab=vocab, logits=saved)
