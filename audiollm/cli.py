@@ -41,8 +41,30 @@ def _add_tokenize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_tokenize)
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from audiollm.convert import convert_gpt_neox
+
+    model = convert_gpt_neox(
+        args.src, args.out, num_codebooks=args.num_codebooks, codebook_size=args.codebook_size
+    )
+    print(
+        f"wrote {args.out}: {model.num_params() / 1e6:.1f} M parameters, {model.config.vocab.size} token ids"
+    )
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="import a pretrained text LM (Pythia) as an audiollm checkpoint")
+    p.add_argument("family", choices=["gpt-neox"], help="checkpoint family (gpt-neox: the Pythia models)")
+    p.add_argument("src", help="Hugging Face checkpoint directory (config.json, weights, tokenizer.json)")
+    p.add_argument("--out", required=True, help="output directory for the audiollm checkpoint")
+    p.add_argument("--num-codebooks", type=int, default=8, help="audio codebooks K of the codec to be used")
+    p.add_argument("--codebook-size", type=int, default=1024, help="codes per codebook of that codec")
+    p.set_defaults(func=_convert)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize, _add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:
