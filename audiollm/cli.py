@@ -63,8 +63,34 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    import data_prep  # a leaf package beside audiollm: loaded only here, by name
+
+    manifest = data_prep.prepare(args.corpus, args.src, args.out, minutes=args.minutes, seed=args.seed)
+    print(f"wrote {manifest}: {data_prep.describe(manifest.parent)}")
+    return 0
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="write JSONL manifests for a corpus, or build an offline corpus")
+    p.add_argument(
+        "corpus",
+        help="librispeech, libritts, ljspeech, an4, fsdd, musiccaps, audiocaps, offline-speech, offline-music "
+        "or offline-sfx",
+    )
+    p.add_argument(
+        "--src", help="the corpus folder as published (offline builders: optional extra recordings)"
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder for <split>.jsonl, rejects.jsonl, summary.json"
+    )
+    p.add_argument("--minutes", type=float, help="offline builders: minutes of audio to produce (default 10)")
+    p.add_argument("--seed", type=int, help="offline builders: random seed (default 0)")
+    p.set_defaults(func=_prepare)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize, _add_convert]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize, _add_convert, _add_prepare]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,9 @@ from data_prep.librispeech import prepare_librispeech
 from data_prep.libritts import prepare_libritts
 from data_prep.ljspeech import prepare_ljspeech
 from data_prep.musiccaps import prepare_musiccaps
+from data_prep.offline_music import prepare_offline_music
+from data_prep.offline_sfx import prepare_offline_sfx
+from data_prep.offline_speech import prepare_offline_speech
 
 CORPORA: dict[str, Callable[..., Path]] = {
     "librispeech": prepare_librispeech,
@@ -28,6 +31,9 @@ CORPORA: dict[str, Callable[..., Path]] = {
     "fsdd": prepare_fsdd,
     "musiccaps": prepare_musiccaps,
     "audiocaps": prepare_audiocaps,
+    "offline-speech": prepare_offline_speech,
+    "offline-music": prepare_offline_music,
+    "offline-sfx": prepare_offline_sfx,
 }
 
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -24,6 +28,7 @@ from audiollm.audio import AudioError, info
 from audiollm.data.manifest import Record, write_jsonl
 
 SPLIT_ORDER = ("train", "valid", "test", "test_unseen")
+J = TypeVar("J", bound="Job")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".sph")
 
 
@@ -43,6 +48,9 @@ class BadInput(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self) -> tuple:
+        return BadInput, (self.path, self.problem)  # so it crosses a process pool intact
 
 
 def source_dir(src_dir: str | Path | None, corpus: str) -> Path:
@@ -86,9 +94,46 @@ def pair(
             yield uid, path, text.strip()
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a UTF-8 CSV file with a header line; BadInput if it is missing or not UTF-8."""
-    return list(csv.DictReader(read_lines(path)))
+def read_csv(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
+    """Rows of a UTF-8 CSV (or TSV) file with a header line; BadInput if it is missing or not UTF-8."""
+    return list(csv.DictReader(read_lines(path), delimiter=delimiter))
+
+
+def recordings(
+    src: Path, index_name: str, caption: Callable[[dict[str, str]], str], clip_seconds: float
+) -> Iterator[Record | Reject]:
+    """`clip_seconds` segments (split train) of the recordings listed in the TSV `src/index_name`.
+
+    The TSV has a `file` column (relative to `src`); `caption(row)` writes each recording's
+    caption. A last segment shorter than half a clip is dropped unless it is the only one.
+    """
+    try:
+        rows = read_csv(src / index_name, delimiter="\t")
+    except BadInput as e:
+        yield Reject(index_name, e.path, e.problem)
+        return
+    for row in rows:
+        path, stem = src / row["file"], row["file"].split(".")[0]
+        try:
+            total = probe(path)
+        except AudioError as e:
+            yield Reject(stem, str(path), e.problem)
+            continue
+        text = caption(row).strip()
+        if not text:
+            yield Reject(stem, str(path), f"empty caption in {index_name}")
+            continue
+        starts = [i * clip_seconds for i in range(max(1, round(total / clip_seconds)))]
+        for i, start in enumerate(starts):
+            length = round(min(clip_seconds, total - start), 3)
+            yield Record(
+                id=f"{stem}-{i:03d}",
+                audio=str(path),
+                caption=text,
+                start=start,
+                duration=length,
+                split="train",
+            )
 
 
 def youtube_index(root: Path) -> dict[str, Path]:
@@ -193,7 +238,9 @@ def finish(out_dir: Path, records: list[Record], rejects: list[Reject], fingerpr
     by_split: dict[str, list[Record]] = {}
     for r in records:
         by_split.setdefault(r.split or "train", []).append(r)
-    splits = sorted(by_split, key=lambda s: (s not in SPLIT_ORDER, (*SPLIT_ORDER, s).index(s), s))
+    splits = sorted(
+        by_split, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s)
+    )
     _remove_stale_splits(out_dir, keep=splits)
     for split in splits:
         write_jsonl(out_dir / f"{split}.jsonl", by_split[split])
@@ -223,6 +270,53 @@ def _remove_stale_splits(out_dir: Path, keep: list[str]) -> None:
             if split not in keep:
                 (out_dir / f"{split}.jsonl").unlink(missing_ok=True)
         summary.unlink()
+
+
+class Job(Protocol):
+    """One file an offline builder writes: its record id and output path."""
+
+    id: str
+    path: Path
+
+
+def produce(
+    jobs: Iterable[J],
+    make: Callable[[J], float],
+    budget_s: float,
+    workers: int,
+    desc: str,
+    processes: bool = False,
+) -> tuple[list[tuple[J, float]], list[Reject]]:
+    """Run `make(job)` (writes `job.path`, returns its seconds) in order until the audio reaches `budget_s`.
+
+    Jobs run in batches of `workers` threads (or processes, for pure-Python work); results are
+    taken in job order and the first job that would pass the budget ends the run, so the output
+    depends only on the job list. A job whose `make` raises BadInput or AudioError is rejected.
+    """
+    done: list[tuple[J, float]] = []
+    rejects: list[Reject] = []
+    total = 0.0
+    pool_cls = ProcessPoolExecutor if processes and workers > 1 else ThreadPoolExecutor
+    ctx = {"mp_context": multiprocessing.get_context("spawn")} if pool_cls is ProcessPoolExecutor else {}
+    it = iter(jobs)
+    with (
+        pool_cls(max_workers=workers, **ctx) as pool,
+        tqdm(total=round(budget_s), desc=desc, unit="s", disable=None) as bar,
+    ):
+        while batch := list(islice(it, workers * 2)):
+            futures = [pool.submit(make, job) for job in batch]
+            for job, fut in zip(batch, futures, strict=True):
+                try:
+                    seconds = fut.result()
+                except (BadInput, AudioError) as e:
+                    rejects.append(Reject(job.id, str(job.path), str(e)))
+                    continue
+                if total + seconds > budget_s:
+                    return done, rejects
+                total += seconds
+                done.append((job, seconds))
+                bar.update(round(total) - bar.n)
+    return done, rejects
 
 
 def describe(out_dir: str | Path) -> str:
