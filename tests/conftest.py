@@ -69,3 +69,38 @@ def encodec_24k_checkpoint(tmp_path_factory, speech_file) -> Path:
     path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-d7cc33bc.th"
     torch.save(model.state_dict(), path)
     return path
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="session")
+def digits_tokenized(tmp_path_factory, shared_data, encodec_24k_checkpoint):
+    """Real FSDD recordings (3 speakers x 10 digits x 2 takes + 1 valid take each) tokenised with the
+    test EnCodec at 1.5 kbps (K=2), and a SentencePiece tokenizer over their transcripts.
+    Returns (tokenised dir, tokenizer dir)."""
+    from audiollm import load_codec
+    from audiollm.data.manifest import write_jsonl
+    from audiollm.data.shards import tokenize_manifest
+    from audiollm.text import train_sentencepiece
+
+    root = tmp_path_factory.mktemp("digits")
+    rows = []
+    for speaker in ("jackson", "nicolas", "theo"):
+        for d in range(10):
+            for take, split in ((0, "train"), (1, "train"), (2, "valid")):
+                path = shared_data / "fsdd_spoken_digits" / "recordings" / f"{d}_{speaker}_{take}.wav"
+                rows.append(
+                    {
+                        "id": path.stem,
+                        "audio": str(path),
+                        "text": DIGITS[d],
+                        "speaker": speaker,
+                        "split": split,
+                    }
+                )
+    manifest = write_jsonl(root / "manifest.jsonl", rows)
+    codec = load_codec("encodec_24khz", checkpoint=encodec_24k_checkpoint, bandwidth=1.5)
+    tokenize_manifest(manifest, root / "tok", codec)
+    train_sentencepiece([r["text"] for r in rows], 40, root / "spm")
+    return root / "tok", root / "spm"

@@ -244,7 +244,10 @@ class CodeShards:
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, dict]:
-        r = self.records[i]
-        if r["shard"] not in self._arrays:
-            self._arrays[r["shard"]] = np.load(self.directory / f"{r['shard']}.npy", mmap_mode="r")
-        return self._arrays[r["shard"]][:, r["offset"] : r["offset"] + r["frames"]], r
+        return self.read(self.records[i]), self.records[i]
+
+    def read(self, record: dict) -> np.ndarray:
+        """Codes (K, T) of one of this folder's index records, a view into its memory-mapped shard."""
+        if record["shard"] not in self._arrays:
+            self._arrays[record["shard"]] = np.load(self.directory / f"{record['shard']}.npy", mmap_mode="r")
+        return self._arrays[record["shard"]][:, record["offset"] : record["offset"] + record["frames"]]

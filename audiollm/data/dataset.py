@@ -1,0 +1,158 @@
+"""Training examples from tokenised sources: records -> task templates -> padded batches.
+
+`TaskData` opens every source's shards (memory-mapped, never loaded whole), tokenises the texts once,
+and knows each (stream, record)'s sequence length, so batches can be planned without building them.
+Building an example is a pure function of (stream, record, item seed).
+
+Batch keys (B rows padded on the right to the longest row S):
+    text, text_target (B, S) int64; audio, audio_target (B, S, K) int64; is_audio, text_mask (B, S) bool;
+    audio_mask (B, S, K) bool; task (B,) int64 index into `tasks.TASKS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audiollm import patterns, tasks
+from audiollm.data.mixture import Source, Stream, eligible
+from audiollm.data.shards import CodeShards
+from audiollm.vocab import Vocab
+
+
+@dataclass
+class TemplateOptions:
+    """Values the task templates need beyond the record."""
+
+    max_len: int = 1024  # positions per example; longer audio is cropped (asr records are skipped)
+    pattern: str = "delay"  # codebook pattern
+    caption_dropout: float = 0.1  # probability of an empty caption (music/sfx), for classifier-free guidance
+    prompt_prob: float = 0.5  # probability that a tts example carries a voice prompt (if the speaker has one)
+    prompt_seconds: float = 3.0  # longest voice prompt
+
+
+class TaskData:
+    """The records of all sources of one split, with their token ids and per-stream eligibility."""
+
+    def __init__(self, sources: list[Source], tokenizer, vocab: Vocab, options: TemplateOptions, split: str):
+        self.vocab, self.options, self.tokenizer = vocab, options, tokenizer
+        self.shards = [CodeShards(s.path) for s in sources]
+        self.frame_rate = self.shards[0].codec["frame_rate"]
+        self.records: list[list[dict]] = []
+        for src, sh in zip(sources, self.shards, strict=True):
+            if (
+                sh.codec["num_codebooks"] < vocab.num_codebooks
+                or sh.codec["codebook_size"] != vocab.codebook_size
+            ):
+                raise ValueError(f"{src.path}: codes are {sh.codec}; the model expects {vocab}")
+            self.records.append([r for r in sh.records if r.get("split", "train") == split])
+        self.ids = [[self._ids(r) for r in recs] for recs in self.records]  # (text ids, caption ids)
+        self.speakers = [self._by_speaker(recs) for recs in self.records]
+        self.streams, self.skipped = [], {}
+        for si, src in enumerate(sources):
+            for task, weight in src.tasks.items():
+                idx = eligible(self.records[si], task)
+                if task == "asr":  # never truncate a transcript: drop what does not fit
+                    fits = np.array(
+                        [self.length(si, task, int(i)) <= options.max_len for i in idx], dtype=bool
+                    )
+                    self.skipped[f"{src.path}:asr too long"] = int((~fits).sum())
+                    idx = idx[fits] if len(idx) else idx
+                if len(idx):
+                    self.streams.append(Stream(si, task, idx, weight))
+        if not self.streams:
+            raise ValueError(f"no {split} records serve any task of the sources {[s.path for s in sources]}")
+
+    def _ids(self, record: dict) -> tuple[list[int], list[int]]:
+        return tuple(self.tokenizer.encode(record[k]) if record.get(k) else [] for k in ("text", "caption"))
+
+    @staticmethod
+    def _by_speaker(records: list[dict]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            if r.get("speaker"):
+                groups.setdefault(r["speaker"], []).append(i)
+        return groups
+
+    def steps(self, frames: int) -> int:
+        return patterns.get(self.options.pattern).num_steps(frames, self.vocab.num_codebooks)
+
+    def prompt_frames(self) -> int:
+        return round(self.options.prompt_seconds * self.frame_rate)
+
+    def _fixed(self, source: int, task: str, record: int) -> int:
+        """Positions of the template other than its audio steps (asr) or output audio steps (others)."""
+        text, caption = self.ids[source][record]
+        if task in ("asr", "tts"):
+            prompt = (
+                1 + self.steps(self.prompt_frames()) if task == "tts" and self.options.prompt_prob > 0 else 0
+            )
+            return 5 + len(text) + prompt
+        return 4 if task == "continue" else 5 + len(caption)
+
+    def out_frames(self, source: int, task: str, record: int) -> int:
+        """Frames of output audio an example keeps: the record's, cropped to what fits in `max_len`."""
+        budget = self.options.max_len - self._fixed(source, task, record)
+        fit = tasks.max_frames(budget, self.vocab.num_codebooks, self.options.pattern)
+        return min(self.records[source][record]["frames"], fit)
+
+    def length(self, source: int, task: str, record: int) -> int:
+        """Positions of the example (an upper bound: a voice prompt may be shorter or absent)."""
+        if task == "asr":
+            return self._fixed(source, task, record) + self.steps(self.records[source][record]["frames"])
+        return self._fixed(source, task, record) + self.steps(self.out_frames(source, task, record))
+
+    def codes(self, source: int, record: int) -> torch.Tensor:
+        """(K, T) int64 codes of one record (the model's first K codebooks)."""
+        codes = self.shards[source].read(self.records[source][record])
+        return torch.from_numpy(np.asarray(codes[: self.vocab.num_codebooks], dtype=np.int64))
+
+    def example(self, stream: int, record: int, seed: int) -> tasks.Example:
+        """The example of `record` for `self.streams[stream]`; `seed` fixes its crops and dropouts."""
+        st, opt, v = self.streams[stream], self.options, self.vocab
+        rng = np.random.default_rng(seed)
+        si, task = st.source, st.task
+        text, caption = self.ids[si][record]
+        codes = self.codes(si, record)
+        if task == "asr":
+            return tasks.asr(v, opt.pattern, codes, text).example(task)
+        prompt = self._voice_prompt(si, record, rng) if task == "tts" else None
+        codes = tasks.crop(codes, self.out_frames(si, task, record), rng)
+        if task == "tts":
+            seq = tasks.tts(v, opt.pattern, text, codes, prompt)
+        elif task == "continue":
+            seq = tasks.continuation(v, opt.pattern, codes)
+        else:
+            dropped = rng.random() < opt.caption_dropout
+            seq = tasks.captioned(v, opt.pattern, task, [] if dropped else caption, codes)
+        return seq.example(task)
+
+    def _voice_prompt(self, source: int, record: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Codes (K, Tp) cropped from another utterance of the same speaker, or None."""
+        speaker = self.records[source][record].get("speaker")
+        others = [i for i in self.speakers[source].get(speaker, []) if i != record] if speaker else []
+        if not others or rng.random() >= self.options.prompt_prob:
+            return None
+        other = others[int(rng.integers(len(others)))]
+        return tasks.crop(self.codes(source, other), self.prompt_frames(), rng)
+
+
+def collate(examples: list[tasks.Example], vocab: Vocab) -> dict[str, torch.Tensor]:
+    """Pad examples on the right into one batch (see the module docstring for keys and shapes)."""
+    B, S, K = len(examples), max(len(e) for e in examples), vocab.num_codebooks
+    fills = {
+        "text": vocab.pad, "text_target": vocab.pad, "audio": vocab.empty_code, "audio_target": vocab.empty_code,
+        "is_audio": False, "text_mask": False, "audio_mask": False,
+    }  # fmt: skip
+    batch = {}
+    for key, fill in fills.items():
+        first = getattr(examples[0], key)
+        out = torch.full((B, S, *first.shape[1:]), fill, dtype=first.dtype)  # (B, S[, K])
+        for b, e in enumerate(examples):
+            out[b, : len(e)] = getattr(e, key)
+        batch[key] = out
+    batch["task"] = torch.tensor([tasks.TASKS.index(e.task) for e in examples])
+    assert batch["audio"].shape[-1] == K
+    return batch

@@ -1,0 +1,160 @@
+"""Task templates: how one record becomes a sequence of positions, its next-position targets and loss masks.
+
+    asr       <bos> <asr> <audio> AUDIO <text> ids <eos>                   loss: ids, <eos>
+    tts       <bos> <tts> <text> ids [<prompt> PROMPT] <audio> AUDIO <eos>  loss: AUDIO codes, stop decisions
+    music     <bos> <music> <text> caption <audio> AUDIO <eos>             loss: AUDIO (caption dropped with p)
+    sfx       <bos> <sfx> <text> caption <audio> AUDIO <eos>               loss: AUDIO (caption dropped with p)
+    continue  <bos> <continue> <audio> AUDIO <eos>                         loss: AUDIO
+
+AUDIO is a clip's codes laid out in steps by a codebook pattern (`audiollm.patterns`). The contract with
+`audiollm.generate`: the text head at position p predicts p+1's token, or `<audio>` when p+1 is an audio
+step; the K audio heads at p predict p+1's codes (empty codes are never trained). A prompt for inference
+is the same template cut where generation starts, so training and inference share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audiollm import patterns
+from audiollm.generate import Prompt, Template
+from audiollm.vocab import Vocab
+
+AUDIO_OUTPUT_TASKS = ("tts", "music", "sfx", "continue")
+TASKS = ("asr", *AUDIO_OUTPUT_TASKS)
+
+
+@dataclass
+class Example:
+    """One training sequence of S positions and what each position must predict about the next."""
+
+    task: str
+    text: torch.Tensor  # (S,) int64 text/special ids (<pad> at audio steps)
+    audio: torch.Tensor  # (S, K) int64 local codes (empty code at text positions)
+    is_audio: torch.Tensor  # (S,) bool
+    text_target: torch.Tensor  # (S,) int64 next text id, or <audio> where the next position is an audio step
+    audio_target: torch.Tensor  # (S, K) int64 next position's codes
+    text_mask: torch.Tensor  # (S,) bool: train the text head here
+    audio_mask: torch.Tensor  # (S, K) bool: train audio head k here
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+class Sequence:
+    """Builds one sequence segment by segment; `learn=True` marks positions whose prediction is trained."""
+
+    def __init__(self, vocab: Vocab, pattern: str):
+        self.vocab, self.pattern = vocab, pattern
+        self.parts: list[
+            tuple[torch.Tensor, ...]
+        ] = []  # (text (n,), audio (n, K), is_audio (n,), learn (n,))
+
+    def tokens(self, ids: list[int], learn: bool = False) -> Sequence:
+        n, K = len(ids), self.vocab.num_codebooks
+        audio = torch.full((n, K), self.vocab.empty_code, dtype=torch.long)
+        return self._add(torch.tensor(ids, dtype=torch.long), audio, False, learn)
+
+    def audio(self, codes: torch.Tensor, learn: bool = False, steps: int | None = None) -> Sequence:
+        """codes: (K, T) int64 in [0, codebook_size) -> pattern steps (S, K), the first `steps` of them if given."""
+        grid = patterns.build(codes[None], self.pattern, self.vocab.empty_code)[0].T[:steps]  # (S, K)
+        text = torch.full((grid.shape[0],), self.vocab.pad, dtype=torch.long)
+        return self._add(text, grid.contiguous(), True, learn)
+
+    def _add(self, text: torch.Tensor, audio: torch.Tensor, is_audio: bool, learn: bool) -> Sequence:
+        n = len(text)
+        self.parts.append((text, audio, torch.full((n,), is_audio), torch.full((n,), learn)))
+        return self
+
+    def positions(self) -> tuple[torch.Tensor, ...]:
+        """text (S,), audio (S, K), is_audio (S,), learn (S,) bool."""
+        return tuple(torch.cat(x) for x in zip(*self.parts, strict=True))
+
+    def example(self, task: str) -> Example:
+        """Shift by one: position p is trained to predict p+1 wherever p+1 is marked `learn`."""
+        text, audio, is_audio, learn = self.positions()
+        empty = self.vocab.empty_code
+        next_text = torch.where(is_audio, self.vocab.audio, text)[1:]  # (S-1,)
+        text_target = torch.cat([next_text, next_text.new_tensor([self.vocab.pad])])
+        audio_target = torch.cat([audio[1:], audio.new_full((1, audio.shape[1]), empty)])
+        nxt = torch.cat([learn[1:], learn.new_zeros(1)])  # (S,) the next position is trained
+        next_is_audio = torch.cat([is_audio[1:], is_audio.new_zeros(1)])
+        audio_mask = (nxt & next_is_audio)[:, None] & (audio_target != empty)
+        return Example(task, text, audio, is_audio, text_target, audio_target, nxt, audio_mask)
+
+    def prompt(self) -> Prompt:
+        text, audio, is_audio, _ = self.positions()
+        return Prompt(text, audio, is_audio)
+
+
+def _start(vocab: Vocab, pattern: str, task: str) -> Sequence:
+    return Sequence(vocab, pattern).tokens([vocab.bos, vocab.task(task)])
+
+
+def asr(vocab: Vocab, pattern: str, codes: torch.Tensor, ids: list[int] | None) -> Sequence:
+    """Speech codes (K, T) -> transcript ids; `ids=None` builds the inference prompt (ends at <text>)."""
+    seq = _start(vocab, pattern, "asr").tokens([vocab.audio]).audio(codes).tokens([vocab.text])
+    return seq if ids is None else seq.tokens([*ids, vocab.eos], learn=True)
+
+
+def tts(
+    vocab: Vocab, pattern: str, ids: list[int], codes: torch.Tensor | None, prompt: torch.Tensor | None = None
+) -> Sequence:
+    """Text ids -> speech codes (K, T), optionally in the voice of `prompt` codes (K, Tp)."""
+    seq = _start(vocab, pattern, "tts").tokens([vocab.text, *ids])
+    if prompt is not None:
+        seq.tokens([vocab.prompt]).audio(prompt)
+    return _audio_output(seq, vocab, codes)
+
+
+def captioned(
+    vocab: Vocab, pattern: str, task: str, caption: list[int], codes: torch.Tensor | None
+) -> Sequence:
+    """Music or sound from a caption (an empty caption is the unconditional prompt for CFG)."""
+    seq = _start(vocab, pattern, task).tokens([vocab.text, *caption])
+    return _audio_output(seq, vocab, codes)
+
+
+def continuation(vocab: Vocab, pattern: str, codes: torch.Tensor) -> Sequence:
+    """A whole clip's codes (K, T), all trained; for inference use `continuation_prompt`."""
+    return (
+        _start(vocab, pattern, "continue")
+        .tokens([vocab.audio])
+        .audio(codes, learn=True)
+        .tokens([vocab.eos], True)
+    )
+
+
+def continuation_prompt(vocab: Vocab, pattern: str, codes: torch.Tensor) -> tuple[Prompt, Template]:
+    """Prefix codes (K, T) as a prompt cut at the step where frame T would begin; generation resumes the
+    pattern there (for delay, the upper codebooks of the last K-1 prefix frames are generated anew)."""
+    K, T = codes.shape
+    n = int(patterns.get(pattern).frame_index(T + 1, K)[0, T])
+    seq = _start(vocab, pattern, "continue").tokens([vocab.audio]).audio(codes, steps=n)
+    return seq.prompt(), Template(start="audio", first_audio_step=n)
+
+
+def _audio_output(seq: Sequence, vocab: Vocab, codes: torch.Tensor | None) -> Sequence:
+    seq.tokens([vocab.audio])
+    return seq if codes is None else seq.audio(codes, learn=True).tokens([vocab.eos], learn=True)
+
+
+def max_frames(budget: int, K: int, pattern: str) -> int:
+    """Most frames T whose pattern steps fit in `budget` positions (binary search; steps grow with T)."""
+    p, lo, hi = patterns.get(pattern), 0, max(budget, 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if p.num_steps(mid, K) <= budget else (lo, mid - 1)
+    return lo
+
+
+def crop(codes: torch.Tensor, frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random window of `frames` frames of codes (K, T) (the whole clip when it is shorter)."""
+    T = codes.shape[-1]
+    if T <= frames:
+        return codes
+    start = int(rng.integers(T - frames + 1))
+    return codes[:, start : start + frames]

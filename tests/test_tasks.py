@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from audiollm import tasks
+from audiollm.vocab import Vocab
+
+V = Vocab(text_size=50, num_codebooks=3, codebook_size=16)
+
+
+def names(ids):
+    return [V.token_name(int(i)) for i in ids]
+
+
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+def test_targets_are_the_next_position(pattern):
+    codes = torch.randint(0, 16, (3, 5))
+    ex = tasks.tts(V, pattern, [7, 8], codes, prompt=torch.randint(0, 16, (3, 2))).example("tts")
+    S = len(ex)
+    for p in range(S - 1):
+        expected = V.audio if ex.is_audio[p + 1] else ex.text[p + 1]
+        assert ex.text_target[p] == expected
+        if ex.is_audio[p + 1]:
+            assert torch.equal(ex.audio_target[p], ex.audio[p + 1])
+    # Only the output audio and its stop decision are trained, never the voice prompt or empty codes.
+    out_start = int(torch.nonzero(ex.text == V.audio)[-1])  # the last <audio> marker
+    assert not ex.text_mask[:out_start].any() and ex.text_mask[out_start:-1].all()
+    assert ex.audio_mask.sum() == codes.numel()
+    assert names([ex.text_target[S - 2]]) == ["<eos>"]
+
+
+def test_asr_trains_only_the_transcript():
+    codes = torch.randint(0, 16, (3, 4))
+    ex = tasks.asr(V, "delay", codes, [3, 4, 5]).example("asr")
+    assert names(ex.text_target[ex.text_mask]) == ["text:3", "text:4", "text:5", "<eos>"]
+    assert not ex.audio_mask.any()
+    prompt = tasks.asr(V, "delay", codes, None).prompt()
+    assert names(prompt.text[-1:]) == ["<text>"] and len(prompt.text) == len(ex) - 4
+
+
+def test_captioned_and_continuation_prompts_match_training_prefixes():
+    codes = torch.randint(0, 16, (3, 6))
+    ex = tasks.captioned(V, "delay", "music", [9, 9], codes).example("music")
+    prompt = tasks.captioned(V, "delay", "music", [9, 9], None).prompt()
+    n = len(prompt.text)
+    assert torch.equal(prompt.text, ex.text[:n]) and names(prompt.text[-1:]) == ["<audio>"]
+    uncond = tasks.captioned(V, "delay", "music", [], None).prompt()
+    assert len(uncond.text) == n - 2
+
+    prompt, template = tasks.continuation_prompt(V, "delay", codes[:, :4])
+    full = tasks.continuation(V, "delay", codes).example("continue")
+    assert template.start == "audio" and template.first_audio_step == 4
+    # The prompt's audio steps hold exactly the prefix's codes that the full clip has at those steps.
+    steps = prompt.audio[prompt.is_audio]
+    ref = full.audio[full.is_audio][:4]
+    known = steps != V.empty_code
+    assert torch.equal(steps[known], ref[known]) and known.sum() == 4 * 3 - 3
+
+
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+def test_max_frames_is_the_largest_fit(pattern):
+    from audiollm import patterns
+
+    for budget in (0, 1, 5, 17, 100):
+        T = tasks.max_frames(budget, 3, pattern)
+        assert patterns.get(pattern).num_steps(T, 3) <= budget
+        assert patterns.get(pattern).num_steps(T + 1, 3) > budget
+
+
+def test_crop_is_seeded():
+    codes = torch.arange(20).view(1, 20)
+    a = tasks.crop(codes, 5, np.random.default_rng(1))
+    b = tasks.crop(codes, 5, np.random.default_rng(1))
+    assert torch.equal(a, b) and a.shape == (1, 5)
+    assert torch.equal(tasks.crop(codes, 50, np.random.default_rng(0)), codes)
