@@ -89,8 +89,35 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_prepare)
 
 
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from audiollm.data.manifest import read_manifest
+    from audiollm.text import train_sentencepiece
+
+    texts = [t for m in args.manifests for r in read_manifest(m) for t in (r.text, r.caption) if t]
+    tokenizer = train_sentencepiece(texts, args.vocab_size, args.out)
+    print(f"wrote {tokenizer.path}: {tokenizer.vocab_size} pieces from {len(texts)} texts")
+    return 0
+
+
+def _add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-tokenizer", help="train a SentencePiece text tokenizer on manifests' text and captions"
+    )
+    p.add_argument(
+        "manifests", nargs="+", help="JSONL manifests (their 'text' and 'caption' fields are used)"
+    )
+    p.add_argument("--vocab-size", type=int, default=1024, help="pieces (shrunk when the text is too small)")
+    p.add_argument("--out", required=True, help="output folder for tokenizer.model")
+    p.set_defaults(func=_train_tokenizer)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_tokenize, _add_convert, _add_prepare]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_tokenize,
+    _add_convert,
+    _add_prepare,
+    _add_train_tokenizer,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
