@@ -190,11 +190,14 @@ def hash_split(key: str, valid: float = 0.05, test: float = 0.05) -> str:
     return "test" if u < test else "valid" if u < test + valid else "train"
 
 
-def tree_digest(root: Path) -> str:
-    """A digest of every file's relative path, size and mtime under `root` (what a re-run compares)."""
+def tree_digest(root: Path, skip: Path | None = None) -> str:
+    """A digest of every file's relative path, size and mtime under `root` (what a re-run compares).
+
+    `skip`: a folder left out (the output folder, when it lies inside the source).
+    """
     h = hashlib.sha1()
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if Path(dirpath, d) != skip)
         for name in sorted(filenames):
             p = Path(dirpath, name)
             st = p.stat()
@@ -327,16 +330,14 @@ def describe(out_dir: str | Path) -> str:
     return line + (f" (see {Path(out_dir) / 'rejects.jsonl'})" if s["rejected"] else "")
 
 
-def prepare_from(
-    corpus: str, src: Path, out_dir: str | Path, items: Iterable[Record | Reject], options: dict | None = None
-) -> Path:
+def prepare_from(corpus: str, src: Path, out_dir: str | Path, items: Iterable[Record | Reject]) -> Path:
     """The whole run for a corpus read in place: resume check, probing, outputs; returns the main manifest.
 
-    `items` is consumed only when the fingerprint (corpus, source folder and its files, options)
-    differs from a finished run's, so a generator's work is never done twice.
+    `items` is consumed only when the fingerprint (corpus, source folder and its files) differs
+    from a finished run's, so a generator's work is never done twice.
     """
     out = Path(out_dir).expanduser().resolve()
-    fingerprint = {"corpus": corpus, "src": str(src), "files": tree_digest(src), **(options or {})}
+    fingerprint = {"corpus": corpus, "src": str(src), "files": tree_digest(src, skip=out)}
     done = finished(out, fingerprint)
     if done is not None:
         return done

@@ -50,10 +50,11 @@ from data_prep.common import (
 
 if TYPE_CHECKING:
     from music21 import key as m21key
-    from music21 import stream
+    from music21 import midi, stream
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 20.0
+RENDER_TIMEOUT_S = 60  # a clip renders in about a second; a hung fluidsynth is stopped
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 # corpus folder -> (composer as captioned, form)
 WORKS = {
@@ -185,11 +186,9 @@ def render(clip: Clip) -> float:
     """
     meta_path = clip.path.with_suffix(".json")
     if not (clip.path.exists() and meta_path.exists()):
-        excerpt = _arranged(clip)
-        key = excerpt.analyze("key")
         with tempfile.TemporaryDirectory() as tmp:
             midi, raw = Path(tmp) / "clip.mid", Path(tmp) / "clip.wav"
-            excerpt.write("midi", fp=str(midi))
+            key, mode = _write_midi(clip, midi)
             cmd = [
                 "fluidsynth",
                 "-ni",
@@ -201,7 +200,10 @@ def render(clip: Clip) -> float:
                 str(SOUNDFONT),
                 str(midi),
             ]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise BadInput(clip.score, f"fluidsynth still rendering after {RENDER_TIMEOUT_S} s") from None
             if done.returncode != 0:
                 raise BadInput(clip.path, f"fluidsynth failed ({done.stderr.strip() or done.returncode})")
             try:
@@ -209,7 +211,7 @@ def render(clip: Clip) -> float:
             except AudioError as e:
                 raise BadInput(clip.score, f"rendered unusable audio ({e.problem})") from None
         save(clip.path, _shaped(wav.numpy()[0], clip), SAMPLE_RATE)
-        meta = {**asdict(clip), "path": clip.path.name, "key": _key_name(key), "mode": key.mode}
+        meta = {**asdict(clip), "path": clip.path.name, "key": key, "mode": mode}
         meta["caption"] = caption(meta)
         tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -217,9 +219,47 @@ def render(clip: Clip) -> float:
     return probe(clip.path)
 
 
+def _write_midi(clip: Clip, midi_path: Path) -> tuple[str, str]:
+    """Write the arranged excerpt as MIDI; returns its key ("F sharp minor") and mode ("minor")."""
+    from music21.exceptions21 import Music21Exception
+    from music21.midi import translate
+
+    try:
+        excerpt = _arranged(clip)
+        key = excerpt.analyze("key")
+        mf = translate.streamToMidiFile(excerpt)
+    except (Music21Exception, ArithmeticError, LookupError, AttributeError, TypeError) as e:
+        # music21 fails in many ways on scores it cannot cut or voice; one such score must not end the run
+        raise BadInput(clip.score, f"music21 cannot arrange this score ({type(e).__name__}: {e})") from None
+    _sound_off_at_end(mf)
+    mf.open(str(midi_path), "wb")
+    mf.write()
+    mf.close()
+    return _key_name(key), key.mode
+
+
+def _sound_off_at_end(mf: midi.MidiFile) -> None:
+    """End every track with All Sound Off on its channels.
+
+    Parts that share a channel can leave a sustained voice hanging, and fluidsynth >= 2.3.1
+    renders until no voice sounds: without this, such a file renders forever.
+    """
+    from music21 import midi
+
+    for track in mf.tracks:
+        channels = sorted({e.channel for e in track.events if isinstance(e, midi.MidiEvent) and e.isNoteOn()})
+        end = track.events[-2:]  # DeltaTime, END_OF_TRACK
+        del track.events[-2:]
+        for ch in channels:
+            off = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.CONTROLLER_CHANGE, channel=ch)
+            off.parameter1, off.parameter2 = 120, 0
+            track.events += [midi.DeltaTime(track, time=0, channel=ch), off]
+        track.events += end
+
+
 def _arranged(clip: Clip) -> stream.Score:
     """The score's opening (enough measures for `clip.seconds` at `clip.bpm`), transposed, re-tempoed, re-voiced."""
-    from music21 import converter, instrument, stream, tempo
+    from music21 import bar, converter, instrument, stream, tempo
 
     score = converter.parseFile(corpus_root() / clip.score, forceSource=True, storePickle=False)
     if not isinstance(score, stream.Score) or not score.parts:
@@ -234,6 +274,9 @@ def _arranged(clip: Clip) -> stream.Score:
     excerpt.transpose(clip.transpose, inPlace=True)
     for old in list(excerpt.recurse().getElementsByClass((tempo.TempoIndication, instrument.Instrument))):
         old.activeSite.remove(old)
+    for m in excerpt.recurse().getElementsByClass(stream.Measure):  # play the opening once, as written
+        m.leftBarline = None if isinstance(m.leftBarline, bar.Repeat) else m.leftBarline
+        m.rightBarline = None if isinstance(m.rightBarline, bar.Repeat) else m.rightBarline
     for part in excerpt.parts:
         part.insert(0, instrument.instrumentFromMidiProgram(clip.program))
     excerpt.parts[0].insert(0, tempo.MetronomeMark(number=clip.bpm))

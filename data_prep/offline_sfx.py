@@ -132,10 +132,10 @@ def _place(out: np.ndarray, event: np.ndarray, at: float) -> None:
 
 
 def _tone(freq: float, seconds: float, decay: float | None = None) -> np.ndarray:
-    """A sine at `freq` Hz, with 5 ms fades, or an exponential decay of time constant `decay` s."""
+    """A sine at `freq` Hz, steady or decaying with time constant `decay` s; 5 ms fade in, 50 ms fade out."""
     t = _t(seconds)
-    env = np.exp(-t / decay) if decay else np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005)
-    return np.sin(2 * np.pi * freq * t) * env
+    edges = np.minimum(1.0, np.minimum(t / 0.005, (t[-1] - t) / 0.05))
+    return np.sin(2 * np.pi * freq * t) * edges * (np.exp(-t / decay) if decay else 1.0)
 
 
 # ---- kinds: draw(rng) -> (params, caption) and render(params, noise rng) -> (N,) audio ----

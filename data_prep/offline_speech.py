@@ -122,10 +122,9 @@ def _clean(quote: str) -> str | None:
 def plan(sentences: list[str], out: Path, seed: int) -> Iterator[Utterance]:
     """Utterances in schedule order: each split's sentences shuffled by `seed`, voices drawn by `seed`."""
     rng = random.Random(seed)
-    pools = {
-        split: [s for s in sentences if hash_split(s.lower()) == split]
-        for split in ("train", "valid", "test")
-    }
+    pools: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for s in sentences:
+        pools[hash_split(s.lower())].append(s)
     for pool in pools.values():
         rng.shuffle(pool)
     queues = {split: iter(pool) for split, pool in pools.items()}

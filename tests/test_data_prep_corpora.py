@@ -99,6 +99,13 @@ def test_rerun_does_no_work_and_a_changed_source_is_redone(tmp_path, monkeypatch
     assert "19-198-0004" not in reasons(outputs(out)[1])
 
 
+def test_output_folder_inside_the_source_still_resumes(tmp_path, monkeypatch):
+    src = an4_tree(tmp_path)
+    data_prep.prepare("an4", src, src / "manifests")
+    monkeypatch.setattr(common, "probe", lambda path: pytest.fail(f"probed {path} again"))
+    assert data_prep.prepare("an4", src, src / "manifests") == src / "manifests" / "train.jsonl"
+
+
 def test_outputs_are_atomic_no_temporary_files_left(tmp_path):
     data_prep.prepare("librispeech", librispeech_tree(tmp_path), tmp_path / "out")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
