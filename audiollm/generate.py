@@ -133,10 +133,10 @@ def decode_step(model, text, audio, is_audio, pos, slots, valid, cache: KVCache 
 
 
 def prefill(model, text, audio, is_audio, valid, cache: KVCache | None):
-    """Run a left-padded prompt batch (see `collate`) into slots 0..S-1; valid (B, L) covers the whole cache
-    (L = S without one). Returns the last position's logits, as `decode_step`."""
+    """Run a left-padded prompt batch (see `collate`; valid (B, S) is False at padding) into cache slots
+    0..S-1. Returns the last position's logits, as `decode_step`."""
     S = text.shape[1]
-    pos = (valid[:, :S].long().cumsum(1) - 1).clamp(min=0)  # (B, S) positions count real tokens only
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S) positions count real tokens only
     return decode_step(model, text, audio, is_audio, pos, torch.arange(S, device=text.device), valid, cache)
 
 
@@ -254,9 +254,7 @@ def generate(
     cache = KVCache(model.config, R, L, next(model.parameters()).dtype, device) if use_cache else None
     step_fn = torch.compile(decode_step) if compile else decode_step
     slots = torch.arange(L, device=device)
-    logits = prefill(
-        model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, : L if use_cache else S], cache
-    )
+    logits = prefill(model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, :S], cache)
     saved = []
     for i in range(max_new_tokens):
         mixed = _guide(logits, B, guidance_scale)
@@ -264,23 +262,18 @@ def generate(
         tok, codes, frame = _choose(*mixed, rows, rules, sampling, generator)
         _advance(rows, tok, frame, rules, i)
         j = S + i  # the slot this step writes
-        text[:, j] = torch.where(frame, vocab.pad, tok).repeat(R // B)
-        audio[:, j] = torch.where(frame[:, None], codes, vocab.empty_code).repeat(R // B, 1)
-        is_audio[:, j] = frame.repeat(R // B)
+        for first in range(0, R, B):  # the B rows and, with CFG, their B unconditional twins
+            rows_of = slice(first, first + B)
+            text[rows_of, j] = torch.where(frame, vocab.pad, tok)
+            audio[rows_of, j] = torch.where(frame[:, None], codes, vocab.empty_code)
+            is_audio[rows_of, j] = frame
         if bool(rows.done.all()) or i == max_new_tokens - 1:
             break
-        lo, hi = (j, L) if use_cache else (0, j + 1)  # one new position, or the whole sequence again
+        lo = j if use_cache else 0  # one new position, or the whole sequence again (the reference)
+        hi = L if compile else j + 1  # keys: the filled slots; a compiled step keeps static shapes instead
         fn = step_fn if use_cache else decode_step
-        logits = fn(
-            model,
-            text[:, lo : j + 1],
-            audio[:, lo : j + 1],
-            is_audio[:, lo : j + 1],
-            pos[:, lo : j + 1],
-            slots[lo : j + 1],
-            valid[:, :hi],
-            cache,
-        )
+        inputs = (x[:, lo : j + 1] for x in (text, audio, is_audio, pos))
+        logits = fn(model, *inputs, slots[lo : j + 1], valid[:, :hi], cache)
     rows.lengths = torch.where(rows.done, rows.lengths, i + 1)
     n = int(rows.lengths.max())
     out = (text[:B, S : S + n], audio[:B, S : S + n], is_audio[:B, S : S + n])

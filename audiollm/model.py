@@ -118,8 +118,8 @@ class KVCache:
         self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """Write k, v (B, n_kv_head, S, head_dim) at cache `slots` (S,); return the layer's whole cache."""
-        self.k[layer].index_copy_(2, slots, k)
-        self.v[layer].index_copy_(2, slots, v)
+        self.k[layer].index_copy_(2, slots, k.to(self.k.dtype))  # autocast may hand lower-precision k, v
+        self.v[layer].index_copy_(2, slots, v.to(self.v.dtype))
         return self.k[layer], self.v[layer]
 
 
@@ -165,17 +165,19 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
         c, (B, S, _) = self.config, x.shape
-        q, k, v = self.qkv(x).split(
-            [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], -1
-        )
-        q = q.view(B, S, c.n_head, c.head_dim).transpose(1, 2)  # (B, nh, S, hd)
-        k = k.view(B, S, c.kv_heads, c.head_dim).transpose(1, 2)  # (B, nkv, S, hd)
-        v = v.view(B, S, c.kv_heads, c.head_dim).transpose(1, 2)  # (B, nkv, S, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(layer, slots, k, v)  # (B, nkv, L, hd)
+        qkv = (
+            self.qkv(x).view(B, S, c.n_head + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
+        )  # (B, heads, S, hd)
+        qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], cos, sin)  # q and k heads rotated in one call
+        q, k, v = (
+            qk[:, : c.n_head],
+            qk[:, c.n_head :],
+            qkv[:, c.n_head + c.kv_heads :],
+        )  # (B, nh | nkv, S, hd)
+        if cache is not None:  # attend to the cache slots the mask covers (all of them, or the filled ones)
+            k, v = (t[:, :, : mask.shape[-1]] for t in cache.update(layer, slots, k, v))  # (B, nkv, L, hd)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=c.kv_heads != c.n_head
+            q.to(k.dtype), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=c.kv_heads != c.n_head
         )  # (B, nh, S, hd)
         return self.proj(y.transpose(1, 2).reshape(B, S, c.n_head * c.head_dim))
 
@@ -204,7 +206,7 @@ class Block(nn.Module):
         self.parallel = config.parallel_residual
         self.norm1, self.attn = make_norm(config), Attention(config)
         self.norm2, self.mlp = make_norm(config), MLP(config)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
         a = self.drop(self.attn(self.norm1(x), cos, sin, mask, cache, layer, slots))
@@ -269,12 +271,16 @@ class AudioLanguageModel(nn.Module):
     def trunk(self, x, pos=None, mask=None, cache: KVCache | None = None, slots=None) -> torch.Tensor:
         """Hidden states (B, S, d_model) after the blocks and the final norm.
 
-        pos: (B or 1, S) int64 RoPE positions (default 0..S-1); mask: (B, 1, S, L) bool (default causal);
-        cache/slots: a KVCache and the (S,) cache slots this chunk writes.
+        pos: (B or 1, S) int64 RoPE positions (default 0..S-1); mask: (B, 1, S, L) bool or additive float
+        (default causal), required with a cache: cache/slots are a KVCache and the (S,) slots this chunk
+        writes, and the queries see cache slots [0, L).
         """
         if pos is None:
             pos = torch.arange(x.shape[1], device=x.device)[None]  # (1, S)
         cos, sin = rope(pos, self.config, x.dtype)
+        if mask is not None and mask.dtype == torch.bool:
+            # Additive once here rather than converted in every layer's attention.
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, float("-inf"))
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, cache, i, slots)
         return self.norm(x)
