@@ -129,3 +129,12 @@ def test_sfx_adds_the_real_sound_events(tmp_path):
         "A field recording of a whale song.",
         "A field recording of a dog.",
     }
+
+
+def test_music_render_ends_even_when_parts_share_a_channel(tmp_path):
+    # This excerpt leaves an oboe voice hanging; without All Sound Off fluidsynth renders it forever.
+    clip = offline_music.Clip(
+        "music-0001", tmp_path / "x.wav", "mozart/k80/movement4.mxl", "mozart", 68, 108, -2, 8.0, "test"
+    )
+    assert offline_music.render(clip) == pytest.approx(8.0)
+    assert "oboe" in json.loads((tmp_path / "x.json").read_text())["caption"].lower()
