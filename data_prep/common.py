@@ -205,6 +205,14 @@ def tree_digest(root: Path, skip: Path | None = None) -> str:
     return h.hexdigest()
 
 
+def builder_fingerprint(corpus: str, src: Path | None, minutes: float, seed: int) -> dict:
+    """What an offline build depends on: its options and, when it reads a folder, that folder's files."""
+    fingerprint = {"corpus": corpus, "minutes": minutes, "seed": seed}
+    if src is not None:
+        fingerprint.update(src=str(src), files=tree_digest(src))
+    return fingerprint
+
+
 def finished(out_dir: Path, fingerprint: dict) -> Path | None:
     """The main manifest of a finished run with this fingerprint, or None if there is work to do."""
     summary = out_dir / "summary.json"

@@ -38,6 +38,7 @@ from audiollm.audio import AudioError, load, save
 from audiollm.data.manifest import Record
 from data_prep.common import (
     BadInput,
+    builder_fingerprint,
     finish,
     finished,
     hash_split,
@@ -45,7 +46,6 @@ from data_prep.common import (
     probe_all,
     produce,
     recordings,
-    tree_digest,
 )
 
 if TYPE_CHECKING:
@@ -122,9 +122,7 @@ def prepare_offline_music(
     """Render about `minutes` of music (plus the recordings in `src_dir`, if given); returns train.jsonl."""
     out = Path(out_dir).expanduser().resolve()
     src = Path(src_dir).expanduser().resolve() if src_dir is not None else None
-    fingerprint = {"corpus": "offline-music", "minutes": minutes, "seed": seed}
-    if src is not None:
-        fingerprint.update(src=str(src), files=tree_digest(src))
+    fingerprint = builder_fingerprint("offline-music", src, minutes, seed)
     done = finished(out, fingerprint)
     if done is not None:
         return done
@@ -187,36 +185,41 @@ def render(clip: Clip) -> float:
     meta_path = clip.path.with_suffix(".json")
     if not (clip.path.exists() and meta_path.exists()):
         with tempfile.TemporaryDirectory() as tmp:
-            midi, raw = Path(tmp) / "clip.mid", Path(tmp) / "clip.wav"
-            key, mode = _write_midi(clip, midi)
-            cmd = [
-                "fluidsynth",
-                "-ni",
-                "-q",
-                "-r",
-                str(SAMPLE_RATE),
-                "-F",
-                str(raw),
-                str(SOUNDFONT),
-                str(midi),
-            ]
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise BadInput(clip.score, f"fluidsynth still rendering after {RENDER_TIMEOUT_S} s") from None
-            if done.returncode != 0:
-                raise BadInput(clip.path, f"fluidsynth failed ({done.stderr.strip() or done.returncode})")
-            try:
-                wav, _ = load(raw, sample_rate=SAMPLE_RATE, channels=1)
-            except AudioError as e:
-                raise BadInput(clip.score, f"rendered unusable audio ({e.problem})") from None
-        save(clip.path, _shaped(wav.numpy()[0], clip), SAMPLE_RATE)
+            key, mode = _write_midi(clip, Path(tmp) / "clip.mid")
+            wav = _fluidsynth(clip, Path(tmp) / "clip.mid", Path(tmp) / "clip.wav")
+        save(clip.path, _shaped(wav, clip), SAMPLE_RATE)
         meta = {**asdict(clip), "path": clip.path.name, "key": key, "mode": mode}
         meta["caption"] = caption(meta)
         tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         tmp_meta.replace(meta_path)
     return probe(clip.path)
+
+
+def _fluidsynth(clip: Clip, midi_path: Path, wav_path: Path) -> np.ndarray:
+    """Render MIDI with the GM soundfont at SAMPLE_RATE; returns mono (N,) float32."""
+    cmd = [
+        "fluidsynth",
+        "-ni",
+        "-q",
+        "-r",
+        str(SAMPLE_RATE),
+        "-F",
+        str(wav_path),
+        str(SOUNDFONT),
+        str(midi_path),
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BadInput(clip.score, f"fluidsynth still rendering after {RENDER_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise BadInput(clip.score, f"fluidsynth failed ({done.stderr.strip() or done.returncode})")
+    try:
+        wav, _ = load(wav_path, sample_rate=SAMPLE_RATE, channels=1)  # (1, N)
+    except AudioError as e:
+        raise BadInput(clip.score, f"fluidsynth wrote unusable audio ({e.problem})") from None
+    return wav[0].numpy()
 
 
 def _write_midi(clip: Clip, midi_path: Path) -> tuple[str, str]:
@@ -323,9 +326,16 @@ def _record(clip: Clip, seconds: float, out: Path) -> Record:
         caption=meta["caption"],
         duration=round(seconds, 3),
         split=clip.split,
-        extra={"score": clip.score, "composer": composer, "form": form, "instrument": INSTRUMENTS[clip.program],
-               "bpm": clip.bpm, "key": meta["key"], "transpose": clip.transpose},
-    )  # fmt: skip
+        extra={
+            "score": clip.score,
+            "composer": composer,
+            "form": form,
+            "instrument": INSTRUMENTS[clip.program],
+            "bpm": clip.bpm,
+            "key": meta["key"],
+            "transpose": clip.transpose,
+        },
+    )
 
 
 def _index_caption(row: dict[str, str]) -> str:

@@ -22,7 +22,16 @@ import numpy as np
 
 from audiollm.audio import save
 from audiollm.data.manifest import Record
-from data_prep.common import finish, finished, hash_split, probe, probe_all, produce, recordings, tree_digest
+from data_prep.common import (
+    builder_fingerprint,
+    finish,
+    finished,
+    hash_split,
+    probe,
+    probe_all,
+    produce,
+    recordings,
+)
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 10.0
@@ -49,9 +58,7 @@ def prepare_offline_sfx(
     """Synthesise about `minutes` of labelled sounds (plus the recordings in `src_dir`); returns train.jsonl."""
     out = Path(out_dir).expanduser().resolve()
     src = Path(src_dir).expanduser().resolve() if src_dir is not None else None
-    fingerprint = {"corpus": "offline-sfx", "minutes": minutes, "seed": seed}
-    if src is not None:
-        fingerprint.update(src=str(src), files=tree_digest(src))
+    fingerprint = builder_fingerprint("offline-sfx", src, minutes, seed)
     done = finished(out, fingerprint)
     if done is not None:
         return done

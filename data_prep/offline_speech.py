@@ -29,7 +29,7 @@ from pathlib import Path
 
 from audiollm.audio import AudioError, load, save
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, finish, finished, hash_split, probe, produce, tree_digest
+from data_prep.common import BadInput, builder_fingerprint, finish, finished, hash_split, probe, produce
 
 SAMPLE_RATE = 16000
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -66,7 +66,7 @@ def prepare_offline_speech(
     """
     src = Path(src_dir or WORDNET_DIR).expanduser().resolve()
     out = Path(out_dir).expanduser().resolve()
-    fingerprint = {"corpus": "offline-speech", "text": tree_digest(src), "minutes": minutes, "seed": seed}
+    fingerprint = builder_fingerprint("offline-speech", src, minutes, seed)
     done = finished(out, fingerprint)
     if done is not None:
         return done
