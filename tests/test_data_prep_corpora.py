@@ -264,3 +264,18 @@ def test_fsdd_split_matches_its_labels_file(tmp_path):
     with open(SHARED / "fsdd_spoken_digits" / "labels.tsv") as f:
         theirs = {Path(row["file"]).name: row["split"] for row in csv.DictReader(f, delimiter="\t")}
     assert ours == theirs
+
+
+@pytest.mark.skipif(not (SHARED / "english_speech_misc").is_dir(), reason="../shared/data not present")
+def test_a_real_librispeech_utterance_laid_out_as_published(tmp_path):
+    with open(SHARED / "english_speech_misc" / "transcripts.tsv") as f:
+        text = next(
+            r["text"] for r in csv.DictReader(f, delimiter="\t") if r["file"] == "2412-153948-0000.flac"
+        )
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "2412" / "153948"
+    chapter.mkdir(parents=True)
+    (chapter / "2412-153948-0000.flac").symlink_to(SHARED / "english_speech_misc" / "2412-153948-0000.flac")
+    (chapter / "2412-153948.trans.txt").write_text(f"2412-153948-0000 {text}\n")
+    data_prep.prepare("librispeech", tmp_path / "LibriSpeech", tmp_path / "out")
+    (record,) = outputs(tmp_path / "out")[0]["valid"]
+    assert (record.text, record.speaker, record.duration) == (text, "2412", pytest.approx(11.66, abs=0.01))
