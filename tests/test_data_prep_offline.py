@@ -1,6 +1,7 @@
 """The offline corpus builders: speech, music and sound effects made on this machine, deterministic by seed."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,25 @@ def test_speech_splits_sentences_and_held_out_voice(speech):
     for split, rs in splits.items():
         assert all(common.hash_split(r.text.lower()) == split.replace("_unseen", "") for r in rs)
     check_audio([r for rs in splits.values() for r in rs], 30.0)
+
+
+@pytest.mark.slow
+def test_speech_audio_says_its_text(speech):
+    """An independent recogniser (pocketsphinx, good on flite voices) hears the manifest's text."""
+    pocketsphinx = pytest.importorskip("pocketsphinx")
+    jiwer = pytest.importorskip("jiwer")
+    decoder = pocketsphinx.Decoder(samprate=16000, logfn="/dev/null")
+    refs, hyps = [], []
+    for r in [r for rs in records(speech).values() for r in rs if r.speaker.startswith("flite")]:
+        pcm, _ = sf.read(r.audio, dtype="int16")
+        decoder.reinit_feat()  # its front end keeps state between utterances otherwise
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyps.append(decoder.hyp().hypstr if decoder.hyp() else "")
+        refs.append(re.sub(r"[^a-z' ]", " ", r.text.lower()))
+    assert len(refs) >= 5
+    assert jiwer.wer(refs, hyps) < 0.4
 
 
 def test_speech_is_deterministic_and_reruns_do_no_work(speech, tmp_path, monkeypatch):
