@@ -1,9 +1,11 @@
 """The offline corpus builders: speech, music and sound effects made on this machine, deterministic by seed."""
 
 import json
+import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -158,3 +160,17 @@ def test_music_render_ends_even_when_parts_share_a_channel(tmp_path):
     )
     assert offline_music.render(clip) == pytest.approx(8.0)
     assert "oboe" in json.loads((tmp_path / "x.json").read_text())["caption"].lower()
+
+
+@pytest.mark.parametrize(("kind", "key"), [("beeps", "count"), ("knock", "count"), ("bell", "strikes")])
+def test_sfx_sound_has_the_number_of_events_its_caption_says(kind, key):
+    draw, synth = offline_sfx.KINDS[kind]
+    rng = random.Random(3)
+    for _ in range(5):
+        params, caption = draw(rng)
+        wav = synth(params, np.random.default_rng(0))
+        frames = len(wav) // 320
+        env = np.abs(wav[: frames * 320]).reshape(frames, 320).max(axis=1)  # (frames,) peak per 20 ms
+        env = np.concatenate([[0.0], env])
+        onsets = (env[1:] > 2 * env[:-1]) & (env[1:] > 0.2 * env.max())  # a sharp rise from quiet or a tail
+        assert onsets.sum() == params[key], caption
