@@ -1,0 +1,223 @@
+"""The native trainable codec: SEANet encoder/decoder around residual vector quantisation.
+
+Built from the `encodec` package's modules (SEANet convolutions, RVQ with EMA codebooks, k-means
+initialisation and dead-code replacement); trained by `audiollm fit --config recipes/codec/config.yaml`.
+Frame rate = sample_rate / prod(strides); bitrate = frame_rate x K x log2(codebook_size).
+One model serves several bitrates: it is trained with quantiser dropout, and `num_codebooks`
+(at load time, or `set_num_codebooks`) chooses how many of its codebooks encode uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from encodec.modules import SEANetDecoder, SEANetEncoder
+from encodec.quantization.core_vq import ResidualVectorQuantization
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from audiollm.codecs.base import CodecError, check_codes, prepare_input
+from audiollm.codecs.rvq import init_codebook_
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class NativeCodecConfig:
+    """Architecture of a native codec; saved as `config.json` beside the weights."""
+
+    sample_rate: int = 16000
+    """audio sample rate in Hz (16000 speech, 24000 / 32000 music)"""
+    channels: int = 1
+    """audio channels"""
+    strides: tuple[int, ...] = (2, 4, 5, 8)
+    """encoder downsampling strides, first to last; frame rate = sample_rate / prod(strides)"""
+    n_filters: int = 32
+    """SEANet base width (doubles after each stride)"""
+    n_residual_layers: int = 1
+    """residual blocks per resolution"""
+    lstm_layers: int = 2
+    """LSTM layers at the bottleneck of encoder and decoder (0 for none)"""
+    dimension: int = 128
+    """latent (and codebook vector) dimension"""
+    num_codebooks: int = 12
+    """RVQ depth K the model is trained with (the most it can encode with)"""
+    codebook_size: int = 1024
+    """entries per codebook"""
+    ema_decay: float = 0.99
+    """EMA decay of codebook updates"""
+    kmeans_iters: int = 50
+    """k-means iterations of the codebook initialisation"""
+    dead_code_threshold: int = 2
+    """codes whose EMA usage falls below this are replaced by vectors of the current batch"""
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+PRESETS: dict[str, dict] = {
+    "speech16k": dict(sample_rate=16000, strides=(2, 4, 5, 8), num_codebooks=12),
+    "music24k": dict(sample_rate=24000, strides=(2, 4, 5, 8), num_codebooks=16),
+    "music32k": dict(sample_rate=32000, strides=(2, 4, 5, 8), num_codebooks=16),
+    "tiny": dict(n_filters=4, lstm_layers=0, dimension=16, num_codebooks=4, codebook_size=32, kmeans_iters=2),
+}
+
+
+class NativeCodec(nn.Module):
+    """SEANet + RVQ codec implementing the `Codec` protocol.
+
+    encode: wav float32 (B, C, N) -> codes int64 (B, K, T) with T = ceil(N / hop_length).
+    decode: codes (B, K', T), K' <= K -> wav float32 (B, C, T * hop_length).
+    """
+
+    def __init__(self, config: NativeCodecConfig, num_codebooks: int | None = None):
+        super().__init__()
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.channels = config.channels
+        self.frame_rate = config.frame_rate
+        self.codebook_size = config.codebook_size
+        seanet = dict(
+            channels=config.channels,
+            dimension=config.dimension,
+            n_filters=config.n_filters,
+            n_residual_layers=config.n_residual_layers,
+            ratios=list(reversed(config.strides)),  # SEANet takes the decoder's (upsampling) order
+            lstm=config.lstm_layers,
+        )
+        self.encoder = SEANetEncoder(**seanet)
+        self.decoder = SEANetDecoder(**seanet)
+        self.quantizer = ResidualVectorQuantization(
+            num_quantizers=config.num_codebooks,
+            dim=config.dimension,
+            codebook_size=config.codebook_size,
+            decay=config.ema_decay,
+            kmeans_init=True,
+            kmeans_iters=config.kmeans_iters,
+            threshold_ema_dead_code=config.dead_code_threshold,
+        )
+        self.num_codebooks = config.num_codebooks
+        self.set_num_codebooks(num_codebooks or config.num_codebooks)
+
+    def set_num_codebooks(self, k: int) -> None:
+        """Choose how many codebooks `encode` uses (bitrate = frame_rate x k x log2(codebook_size))."""
+        if not 1 <= k <= self.config.num_codebooks:
+            raise CodecError(
+                f"num_codebooks must be in [1, {self.config.num_codebooks}] for this codec, got {k}"
+            )
+        self.num_codebooks = k
+
+    def pad(self, wav: torch.Tensor) -> torch.Tensor:
+        """Right-pad (B, C, N) with zeros to a whole number of frames."""
+        hop = self.config.hop_length
+        return nn.functional.pad(wav, (0, -wav.shape[-1] % hop))
+
+    def forward(
+        self, wav: torch.Tensor, n_q: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training pass over `n_q` codebooks (all when None).
+
+        wav (B, C, N) with N a multiple of hop_length -> (reconstruction (B, C, N),
+        codes int64 (n_q, B, T), commitment loss scalar).
+        """
+        z = self.encoder(wav)  # (B, D, T)
+        quantized, codes, commit = self.quantizer(z, n_q=n_q or self.config.num_codebooks)
+        return self.decoder(quantized), codes, commit.mean()
+
+    @torch.no_grad()
+    def init_codebooks(self, wavs: list[torch.Tensor]) -> None:
+        """k-means initialise every codebook from the latents of several batches of (B, C, N) audio.
+
+        Layer k is fitted to the residual left by layers < k. Layers already initialised are kept.
+        """
+        z = torch.cat([self.encoder(w).transpose(1, 2).flatten(0, 1) for w in wavs])  # (sum B*T, D)
+        for layer in self.quantizer.layers:
+            book = layer._codebook
+            init_codebook_(book, z, self.config.kmeans_iters)
+            z = z - book.decode(book.encode(z))
+
+    @property
+    def initialised(self) -> bool:
+        """Whether every codebook holds trained or k-means vectors (not the zero placeholders)."""
+        return all(bool(layer._codebook.inited) for layer in self.quantizer.layers)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """wav float (B, C, N) at `sample_rate` (default: the codec's) -> codes int64 (B, K, T)."""
+        self._check_initialised()
+        x = self.pad(prepare_input(self, wav, sample_rate).to(self._device))
+        codes = self.quantizer.encode(self.encoder(x), n_q=self.num_codebooks)  # (K, B, T)
+        return codes.transpose(0, 1).contiguous()  # (B, K, T)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes int (B, K', T) with K' <= K -> wav float32 (B, C, T * hop_length)."""
+        self._check_initialised()
+        check_codes(self, codes)
+        z = self.quantizer.decode(codes.to(self._device).transpose(0, 1))  # (B, D, T)
+        return self.decoder(z)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` (codec_type "native") and `model.safetensors` to `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+        config = {"codec_type": "native", **asdict(self.config)}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", num_codebooks: int | None = None
+    ) -> NativeCodec:
+        """Load a directory written by `save_pretrained`; `num_codebooks` picks the bitrate (default: all)."""
+        directory = Path(directory)
+        config = read_config(directory / CONFIG_FILE)
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise CodecError(
+                f"{weights}: missing; a native codec directory needs config.json and {WEIGHTS_FILE}"
+            )
+        codec = cls(config, num_codebooks)
+        try:
+            codec.load_state_dict(load_file(str(weights)))
+        except RuntimeError as e:
+            raise CodecError(f"{weights}: weights do not match {directory / CONFIG_FILE} ({e})") from None
+        return codec.to(device).eval()
+
+    def _check_initialised(self) -> None:
+        if not self.initialised:
+            raise CodecError("codebooks are not initialised: train the codec (or call init_codebooks) first")
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def read_config(path: Path) -> NativeCodecConfig:
+    """Parse and check a native codec's config.json; errors name the file and the field."""
+    if not path.is_file():
+        raise CodecError(f"{path}: missing; save the codec with save_pretrained first")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CodecError(f"{path}: not valid JSON ({e.msg})") from None
+    if raw.pop("codec_type", None) != "native":
+        raise CodecError(f"{path}: field 'codec_type' must be 'native'")
+    known = {f.name for f in fields(NativeCodecConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CodecError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(known)}")
+    raw["strides"] = tuple(raw.get("strides", NativeCodecConfig.strides))
+    return NativeCodecConfig(**raw)

@@ -1,0 +1,1 @@
+"""Evaluation: codec quality metrics (more arrive with later issues)."""

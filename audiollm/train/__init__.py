@@ -1,0 +1,1 @@
+"""Training with Lightning (the only layer that imports it): `audiollm fit` recipes and their modules."""
