@@ -13,10 +13,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_codec": "audiollm.codecs",
+    "AudioLM": "audiollm.api",
 }
-__all__ = ["__version__", "load_codec"]
+__all__ = ["AudioLM", "__version__", "load_codec"]
 
 if TYPE_CHECKING:
+    from audiollm.api import AudioLM
     from audiollm.codecs import load_codec
 
 

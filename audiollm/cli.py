@@ -11,7 +11,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     from audiollm.data.shards import tokenize_manifest
 
     summary = tokenize_manifest(
-        args.manifest,
+        args.manifests,
         args.out,
         codec=args.codec,
         checkpoint=args.checkpoint,

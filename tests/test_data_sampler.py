@@ -16,7 +16,7 @@ def data(digits_tokenized):
     tokenizer = SentencePieceTokenizer(spm_dir)
     vocab = Vocab(text_size=tokenizer.vocab_size, num_codebooks=2, codebook_size=1024)
     sources = [Source(str(tok_dir), {"asr": 2.0, "tts": 1.0, "continue": 0.5})]
-    return TaskData(sources, tokenizer, vocab, TemplateOptions(max_len=64, prompt_seconds=0.3), "train")
+    return TaskData(sources, tokenizer, vocab, TemplateOptions(max_len=64, prompt_seconds=1.0), "train")
 
 
 def test_lengths_are_exact_upper_bounds_and_fit(data):

@@ -2,7 +2,13 @@ import pytest
 
 from audiollm.cli import main
 from audiollm.data.manifest import write_jsonl
-from audiollm.text import SentencePieceTokenizer, load_tokenizer, normalize, tokenizer_kind, train_sentencepiece
+from audiollm.text import (
+    SentencePieceTokenizer,
+    load_tokenizer,
+    normalize,
+    tokenizer_kind,
+    train_sentencepiece,
+)
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

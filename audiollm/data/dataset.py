@@ -54,12 +54,10 @@ class TaskData:
         for si, src in enumerate(sources):
             for task, weight in src.tasks.items():
                 idx = eligible(self.records[si], task)
-                if task == "asr":  # never truncate a transcript: drop what does not fit
-                    fits = np.array(
-                        [self.length(si, task, int(i)) <= options.max_len for i in idx], dtype=bool
-                    )
-                    self.skipped[f"{src.path}:asr too long"] = int((~fits).sum())
-                    idx = idx[fits] if len(idx) else idx
+                # Never truncate a transcript (asr), nor keep an example with no room for its output audio.
+                fits = np.array([self._fits(si, task, int(i)) for i in idx], dtype=bool)
+                self.skipped[f"{src.path}:{task} does not fit max_len"] = int((~fits).sum())
+                idx = idx[fits] if len(idx) else idx
                 if len(idx):
                     self.streams.append(Stream(si, task, idx, weight))
         if not self.streams:
@@ -79,18 +77,28 @@ class TaskData:
     def steps(self, frames: int) -> int:
         return patterns.get(self.options.pattern).num_steps(frames, self.vocab.num_codebooks)
 
-    def prompt_frames(self) -> int:
-        return round(self.options.prompt_seconds * self.frame_rate)
+    def prompt_frames(self, source: int, record: int) -> int:
+        """Longest voice prompt of a tts example: `prompt_seconds`, and at most a third of the audio room."""
+        if self.options.prompt_prob == 0:
+            return 0
+        room = (self.options.max_len - 7 - len(self.ids[source][record][0])) // 3
+        fit = tasks.max_frames(room, self.vocab.num_codebooks, self.options.pattern)
+        return min(round(self.options.prompt_seconds * self.frame_rate), fit)
 
     def _fixed(self, source: int, task: str, record: int) -> int:
         """Positions of the template other than its audio steps (asr) or output audio steps (others)."""
         text, caption = self.ids[source][record]
-        if task in ("asr", "tts"):
-            prompt = (
-                1 + self.steps(self.prompt_frames()) if task == "tts" and self.options.prompt_prob > 0 else 0
-            )
-            return 5 + len(text) + prompt
+        if task == "asr":
+            return 5 + len(text)
+        if task == "tts":
+            prompt = self.prompt_frames(source, record)
+            return 5 + len(text) + (1 + self.steps(prompt) if prompt else 0)
         return 4 if task == "continue" else 5 + len(caption)
+
+    def _fits(self, source: int, task: str, record: int) -> bool:
+        if task == "asr":
+            return self.length(source, task, record) <= self.options.max_len
+        return self.out_frames(source, task, record) > 0
 
     def out_frames(self, source: int, task: str, record: int) -> int:
         """Frames of output audio an example keeps: the record's, cropped to what fits in `max_len`."""
@@ -133,10 +141,10 @@ class TaskData:
         """Codes (K, Tp) cropped from another utterance of the same speaker, or None."""
         speaker = self.records[source][record].get("speaker")
         others = [i for i in self.speakers[source].get(speaker, []) if i != record] if speaker else []
-        if not others or rng.random() >= self.options.prompt_prob:
+        if not others or rng.random() >= self.options.prompt_prob or not self.prompt_frames(source, record):
             return None
         other = others[int(rng.integers(len(others)))]
-        return tasks.crop(self.codes(source, other), self.prompt_frames(), rng)
+        return tasks.crop(self.codes(source, other), self.prompt_frames(source, record), rng)
 
 
 def collate(examples: list[tasks.Example], vocab: Vocab) -> dict[str, torch.Tensor]:

@@ -58,6 +58,7 @@ def _codec_description(codec: Codec, name: str) -> dict:
         "frame_rate": codec.frame_rate,
         "num_codebooks": codec.num_codebooks,
         "codebook_size": codec.codebook_size,
+        "bandwidth": getattr(codec, "bandwidth", None),  # EnCodec's kbps (None for codecs without one)
     }
 
 
@@ -162,7 +163,7 @@ def _write_shard(
 
 
 def tokenize_manifest(
-    manifest: str | Path,
+    manifest: str | Path | list[str | Path],
     out: str | Path,
     codec: str | Path | Codec,
     checkpoint: str | Path | None = None,
@@ -172,11 +173,14 @@ def tokenize_manifest(
     min_seconds: float = 0.1,
     device: str = "cpu",
 ) -> TokenizeSummary:
-    """Encode every record of `manifest` with `codec` into shards under `out` (see the module docstring).
+    """Encode every record of `manifest` (one or several JSONL files) with `codec` into shards under `out`.
 
     Bad audio never stops the run: it is listed in rejects.jsonl. A rerun keeps finished shards.
     """
-    records = list(read_manifest(manifest))  # cheap checks first: a bad manifest fails before the codec loads
+    manifests = manifest if isinstance(manifest, list) else [manifest]
+    records = [
+        r for m in manifests for r in read_manifest(m)
+    ]  # cheap checks first: a bad manifest fails before the codec loads
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = str(codec) if not isinstance(codec, Codec) else getattr(codec, "name", type(codec).__name__)
