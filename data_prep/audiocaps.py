@@ -16,6 +16,7 @@ from data_prep.common import BadInput, Reject, prepare_from, read_csv, source_di
 
 CSV_SPLITS = {"train.csv": "train", "val.csv": "valid", "test.csv": "test"}
 CLIP_SECONDS = 10.0
+COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 
 
 def prepare_audiocaps(src_dir: str | Path, out_dir: str | Path) -> Path:
@@ -33,16 +34,21 @@ def _items(src: Path, csv_dir: Path) -> Iterator[Record | Reject]:
     index = youtube_index(src)
     for name, split in CSV_SPLITS.items():
         try:
-            rows = read_csv(csv_dir / name) if (csv_dir / name).is_file() else []
+            rows = read_csv(csv_dir / name, COLUMNS) if (csv_dir / name).is_file() else []
         except BadInput as e:
             yield Reject(split, e.path, e.problem)
             continue
         for row in rows:
             uid, ytid = row["audiocap_id"], row["youtube_id"]
+            try:
+                start = float(row["start_time"])
+            except ValueError:
+                yield Reject(uid, ytid, f"start_time is not a number in {name}")
+                continue
             if not row["caption"].strip():
                 yield Reject(uid, ytid, f"empty caption in {name}")
                 continue
-            item = youtube_clip(uid, ytid, float(row["start_time"]), CLIP_SECONDS, index)
+            item = youtube_clip(uid, ytid, start, CLIP_SECONDS, index)
             if isinstance(item, Record):
                 item.caption, item.split = row["caption"].strip(), split
             yield item

@@ -94,21 +94,33 @@ def pair(
             yield uid, path, text.strip()
 
 
-def read_csv(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
-    """Rows of a UTF-8 CSV (or TSV) file with a header line; BadInput if it is missing or not UTF-8."""
-    return list(csv.DictReader(read_lines(path), delimiter=delimiter))
+def read_csv(path: Path, columns: tuple[str, ...], delimiter: str = ",") -> list[dict[str, str]]:
+    """Rows of a UTF-8 CSV (or TSV) file with a header line naming at least `columns`.
+
+    Raises BadInput if the file is missing, not UTF-8, or lacks one of the columns.
+    """
+    reader = csv.DictReader(read_lines(path), delimiter=delimiter)
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
+    if missing:
+        raise BadInput(path, f"no column {', '.join(missing)} in the header; expected the published layout")
+    return list(reader)
 
 
 def recordings(
-    src: Path, index_name: str, caption: Callable[[dict[str, str]], str], clip_seconds: float
+    src: Path,
+    index_name: str,
+    columns: tuple[str, ...],
+    caption: Callable[[dict[str, str]], str],
+    clip_seconds: float,
 ) -> Iterator[Record | Reject]:
     """`clip_seconds` segments (split train) of the recordings listed in the TSV `src/index_name`.
 
-    The TSV has a `file` column (relative to `src`); `caption(row)` writes each recording's
-    caption. A last segment shorter than half a clip is dropped unless it is the only one.
+    The TSV has a `file` column (relative to `src`) and the `columns` that `caption(row)` reads to
+    write each recording's caption. A last segment shorter than half a clip is dropped unless it
+    is the only one.
     """
     try:
-        rows = read_csv(src / index_name, delimiter="\t")
+        rows = read_csv(src / index_name, ("file", *columns), delimiter="\t")
     except BadInput as e:
         yield Reject(index_name, e.path, e.problem)
         return

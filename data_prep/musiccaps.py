@@ -26,17 +26,25 @@ def prepare_musiccaps(src_dir: str | Path, out_dir: str | Path) -> Path:
 
 def _items(src: Path) -> Iterator[Record | Reject]:
     try:
-        rows = read_csv(src / CSV_NAME)
+        rows = read_csv(
+            src / CSV_NAME,
+            ("ytid", "start_s", "end_s", "aspect_list", "caption", "author_id", "is_audioset_eval"),
+        )
     except BadInput as e:
         raise ValueError(f"musiccaps: {e}; put the published {CSV_NAME} in the --src folder") from None
     index = youtube_index(src)
     for row in rows:
-        ytid, start = row["ytid"], float(row["start_s"])
+        ytid = row["ytid"]
+        try:
+            start, end = float(row["start_s"]), float(row["end_s"])
+        except ValueError:
+            yield Reject(ytid, ytid, f"start_s / end_s are not numbers in {CSV_NAME}")
+            continue
         uid = f"{ytid}_{int(start)}"
         if not row["caption"].strip():
             yield Reject(uid, ytid, f"empty caption in {CSV_NAME}")
             continue
-        item = youtube_clip(uid, ytid, start, float(row["end_s"]) - start, index)
+        item = youtube_clip(uid, ytid, start, end - start, index)
         if isinstance(item, Record):
             item.caption = row["caption"].strip()
             item.split = "test" if row["is_audioset_eval"].strip().lower() == "true" else "train"

@@ -137,7 +137,8 @@ def prepare_offline_music(
     records = [_record(clip, seconds, out) for clip, seconds in made]
     if src is not None:
         real, real_rejects = probe_all(
-            recordings(src, "index.tsv", _index_caption, CLIP_SECONDS), "music recordings"
+            recordings(src, "index.tsv", ("title", "artist_or_performer"), _index_caption, CLIP_SECONDS),
+            "music recordings",
         )
         records, rejects = records + real, rejects + real_rejects
     return finish(out, records, rejects, fingerprint)

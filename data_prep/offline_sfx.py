@@ -76,7 +76,7 @@ def prepare_offline_sfx(
     ]
     if src is not None:
         real, real_rejects = probe_all(
-            recordings(src, "labels.tsv", _label_caption, CLIP_SECONDS), "sound events"
+            recordings(src, "labels.tsv", ("label",), _label_caption, CLIP_SECONDS), "sound events"
         )
         records, rejects = records + real, rejects + real_rejects
     return finish(out, records, rejects, fingerprint)

@@ -215,7 +215,9 @@ def test_audiocaps_splits_and_audioset_style_names(tmp_path):
     header = "audiocap_id,youtube_id,start_time,caption\n"
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "train.csv").write_text(header + "91139,r1nicOVtvkQ,130,A woman talks nearby\n")
-    (tmp_path / "dataset" / "val.csv").write_text(header + "97151,vfY_TJq7n_U,130,Rustling occurs\n")
+    (tmp_path / "dataset" / "val.csv").write_text(
+        header + "97151,vfY_TJq7n_U,130,Rustling occurs\n5,x,soon,Odd\n"
+    )
     (tmp_path / "dataset" / "test.csv").write_bytes(
         (header + "1,zzzzzzzzzzz,0,Caf\xe9 noise\n").encode("latin-1")
     )
@@ -225,6 +227,15 @@ def test_audiocaps_splits_and_audioset_style_names(tmp_path):
     assert [(r.id, r.caption) for r in splits["train"]] == [("91139", "A woman talks nearby")]
     why = reasons(rejects)
     assert "not downloaded" in why["97151"] and "not valid UTF-8" in why["test"]
+    assert "start_time is not a number" in why["5"]
+    (tmp_path / "dataset" / "train.csv").write_text("id,caption\n1,A dog\n")
+    with pytest.raises(ValueError, match="every item was rejected"):
+        data_prep.prepare("audiocaps", tmp_path, tmp_path / "out")
+    assert (
+        not (tmp_path / "out" / "summary.json").exists() and not (tmp_path / "out" / "train.jsonl").exists()
+    )
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert "no column audiocap_id, youtube_id, start_time" in reasons(rejects)["train"]
 
 
 def test_cli_prepare_prints_the_summary(tmp_path, capsys):
