@@ -90,17 +90,41 @@ def digits_tokenized(tmp_path_factory, shared_data, encodec_24k_checkpoint):
         for d in range(10):
             for take, split in ((0, "train"), (1, "train"), (2, "valid")):
                 path = shared_data / "fsdd_spoken_digits" / "recordings" / f"{d}_{speaker}_{take}.wav"
+                caption = f"a voice says {DIGITS[d]}"  # lets music/sfx recipes wire up on the same shards
                 rows.append(
-                    {
-                        "id": path.stem,
-                        "audio": str(path),
-                        "text": DIGITS[d],
-                        "speaker": speaker,
-                        "split": split,
-                    }
+                    {"id": path.stem, "audio": str(path), "text": DIGITS[d], "caption": caption}
+                    | {"speaker": speaker, "split": split}
                 )
     manifest = write_jsonl(root / "manifest.jsonl", rows)
     codec = load_codec("encodec_24khz", checkpoint=encodec_24k_checkpoint, bandwidth=1.5)
     tokenize_manifest(manifest, root / "tok", codec)
-    train_sentencepiece([r["text"] for r in rows], 40, root / "spm")
+    train_sentencepiece([t for r in rows for t in (r["text"], r["caption"])], 40, root / "spm")
     return root / "tok", root / "spm"
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory, digits_tokenized) -> Path:
+    """A debug-size model trained for a few steps on every task over the digits shards, exported by
+    `audiollm fit` (what AudioLM.from_pretrained reads)."""
+    import yaml
+
+    from audiollm.train.cli import fit_main
+
+    tok, spm = digits_tokenized
+    root = tmp_path_factory.mktemp("digits_model")
+    config = {
+        "kind": "lm",
+        "seed_everything": 0,
+        "model": {"preset": "debug", "lr": 3e-3, "warmup_steps": 2},
+        "data": {
+            "sources": [{"path": str(tok), "tasks": {"asr": 1.0, "tts": 1.0, "music": 0.5, "continue": 0.5}}],
+            "tokenizer": str(spm), "max_len": 96, "prompt_seconds": 0.5, "token_budget": 768,
+            "valid_batches": 0, "num_workers": 0,
+        },
+        "trainer": {"accelerator": "cpu", "max_steps": 4, "default_root_dir": str(root),
+                    "enable_progress_bar": False, "limit_val_batches": 0},
+        "checkpoint": {"dirpath": str(root / "checkpoints")},
+    }  # fmt: skip
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    assert fit_main(["--config", str(root / "config.yaml")]) == 0
+    return root / "model"

@@ -1,0 +1,209 @@
+"""The Python API: load a trained checkpoint and transcribe, speak, make music and sound, continue audio.
+
+lm = AudioLM.from_pretrained("tiny")                   # or a directory exported by training
+lm.transcribe("speech.wav")                            # -> str
+wav, sr = lm.synthesize("Hello there.", voice_prompt="ref.wav")
+wav, sr = lm.generate_music("calm piano, slow", duration=8.0, guidance_scale=3.0)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiollm import audio, patterns, tasks
+from audiollm.codecs import Codec, load_codec
+from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.model import AudioLanguageModel
+from audiollm.text import load_tokenizer
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+PRETRAINED = {"tiny": ASSETS / "tiny"}  # name -> directory shipped inside the package
+AudioInput = str | Path | tuple[np.ndarray, int]
+
+
+def resolve_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 when present, else CPU with float32; explicit choices are checked once, loudly."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("bf16 is not supported on this GPU; use dtype='fp16' or 'fp32'")
+    return device, dtypes[dtype]
+
+
+class AudioLM:
+    """A trained audiollm checkpoint with its text tokenizer and codec, ready for inference."""
+
+    def __init__(self, model: AudioLanguageModel, tokenizer, codec: Codec, config: dict, name: str = ""):
+        self.model, self.tokenizer, self.codec, self.config, self.name = model, tokenizer, codec, config, name
+        self.vocab = model.config.vocab
+        self.template = config.get("template", {})
+        self.pattern = self.template.get("pattern", "delay")
+        self.max_len = self.template.get("max_len", 1024)
+        self.tasks = config.get("tasks", list(tasks.TASKS))
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_dir: str | Path = "tiny", device: str | None = None, dtype: str | None = None
+    ):
+        """Load a shipped model by name (see `PRETRAINED`) or a checkpoint directory."""
+        name = str(name_or_dir)
+        directory = PRETRAINED.get(name, Path(name))
+        if not (directory / "config.json").is_file():
+            if name in PRETRAINED:
+                raise FileNotFoundError(
+                    f"the shipped model '{name}' is missing from {directory}; reinstall audiollm"
+                )
+            raise FileNotFoundError(
+                f"unknown model '{name}': not one of {', '.join(PRETRAINED)} and not a directory with config.json"
+            )
+        config = json.loads((directory / "config.json").read_text())
+        dev, dt = resolve_device(device, dtype)
+        model = AudioLanguageModel.from_pretrained(directory, device=dev).to(dt)
+        tokenizer = load_tokenizer(directory, config.get("text_tokenizer", "sentencepiece"))
+        ref = config["codec"]
+        codec_name = directory / ref["codec"] if (directory / str(ref["codec"])).is_dir() else ref["codec"]
+        options = {"device": str(dev)} | ({"bandwidth": ref["bandwidth"]} if ref.get("bandwidth") else {})
+        return cls(model, tokenizer, load_codec(codec_name, **options), config, name)
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    def _require(self, task: str) -> None:
+        if task not in self.tasks:
+            raise ValueError(
+                f"model '{self.name}' was not trained for {task} (its tasks: {', '.join(self.tasks)})"
+            )
+
+    def _encode(self, item: AudioInput | torch.Tensor, seconds: float | None = None) -> torch.Tensor:
+        """Audio (path, (array, sr) or (C, N) tensor at the codec rate) -> codes (K, T) of the model's K."""
+        if isinstance(item, tuple):
+            wav = torch.as_tensor(np.asarray(item[0], dtype=np.float32))
+            wav = audio.conform(wav.reshape(-1, wav.shape[-1]) if wav.dim() > 1 else wav[None], item[1],
+                                self.codec.sample_rate, self.codec.channels)  # fmt: skip
+        elif isinstance(item, torch.Tensor):
+            wav = item
+        else:
+            wav, _ = audio.load(item, self.codec.sample_rate, self.codec.channels, duration=seconds)
+        return self.codec.encode(wav[None].to(self.device))[0, : self.vocab.num_codebooks].cpu()
+
+    def _decode(self, codes: torch.Tensor) -> tuple[np.ndarray, int]:
+        """Codes (K, T) -> mono/stereo float32 numpy (N,) or (C, N), sample rate."""
+        if codes.shape[-1] == 0:
+            return np.zeros(0, np.float32), self.codec.sample_rate
+        wav = self.codec.decode(codes[None].to(self.device))[0].float().cpu().numpy()
+        return (wav[0] if wav.shape[0] == 1 else wav), self.codec.sample_rate
+
+    def _text_ids(self, text: str, what: str) -> list[int]:
+        if not text or not text.strip():
+            raise ValueError(f"{what} is empty")
+        ids = self.tokenizer.encode(text)
+        limit = self.max_len // 4
+        if len(ids) > limit:
+            raise ValueError(f"{what} is too long: {len(ids)} tokens, the limit of this model is {limit}")
+        return ids
+
+    def _generate_audio(self, prompts: list[Prompt], seconds: float, seed: int | None, **kwargs) -> list:
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        room = self.max_len - max(len(p.text) for p in prompts)
+        steps = min(room, patterns.get(self.pattern).num_steps(round(seconds * self.codec.frame_rate),
+                                                                     self.vocab.num_codebooks))  # fmt: skip
+        if steps < 1:
+            raise ValueError(
+                f"the prompt leaves no room for audio within the model's {self.max_len} positions"
+            )
+        out = generate(
+            self.model, prompts, template=kwargs.pop("template", Template(start="audio")),
+            sampling=kwargs.pop("sampling", Sampling(temperature=1.0, top_k=50)), max_new_tokens=steps,
+            pattern=self.pattern, generator=generator, **kwargs,
+        )  # fmt: skip
+        return [out.row_audio(b) for b in range(len(prompts))]
+
+    # ---- tasks ---------------------------------------------------------------------------------------
+    def transcribe(
+        self, inputs: AudioInput | list[AudioInput], chunk_seconds: float | None = None, batch_size: int = 16
+    ) -> str | list[str]:
+        """Speech -> text. Accepts a path, (array, sample_rate), or a list of them; long audio is chunked."""
+        self._require("asr")
+        single = not isinstance(inputs, list)
+        items = [inputs] if single else inputs
+        frame_rate, K = self.codec.frame_rate, self.vocab.num_codebooks
+        max_frames = tasks.max_frames(self.max_len // 2, K, self.pattern)
+        chunk = min(chunk_seconds or 1e9, max_frames / frame_rate)
+        pieces: list[tuple[int, torch.Tensor]] = []  # (input index, codes (K, T))
+        for i, item in enumerate(items):
+            codes = self._encode(item)
+            step = max(1, round(chunk * frame_rate))
+            pieces += [(i, codes[:, s : s + step]) for s in range(0, max(codes.shape[-1], 1), step)]
+        texts: list[list[str]] = [[] for _ in items]
+        for start in range(0, len(pieces), batch_size):
+            group = pieces[start : start + batch_size]
+            prompts = [tasks.asr(self.vocab, self.pattern, c, None).prompt() for _, c in group]
+            room = self.max_len - max(len(p.text) for p in prompts)
+            out = generate(self.model, prompts, template=Template(start="text"), sampling=Sampling(temperature=0),
+                           max_new_tokens=max(1, min(room, self.max_len // 4)), pattern=self.pattern)  # fmt: skip
+            for b, (i, _) in enumerate(group):
+                ids = [t for t in out.row_text(b) if t < self.vocab.text_size]
+                texts[i].append(self.tokenizer.decode(ids).strip())
+        joined = [" ".join(t for t in parts if t) for parts in texts]
+        return joined[0] if single else joined
+
+    def synthesize(
+        self,
+        text: str,
+        voice_prompt: AudioInput | None = None,
+        max_seconds: float = 10.0,
+        seed: int | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """Text -> speech (float32 numpy, sample rate), in the voice of `voice_prompt` when given."""
+        self._require("tts")
+        ids = self._text_ids(text, "text")
+        prompt_codes = None
+        if voice_prompt is not None:
+            prompt_codes = self._encode(voice_prompt, seconds=self.template.get("prompt_seconds", 3.0))
+        prompt = tasks.tts(self.vocab, self.pattern, ids, None, prompt_codes).prompt()
+        return self._decode(self._generate_audio([prompt], max_seconds, seed)[0])
+
+    def _captioned(self, task: str, caption: str, duration: float, guidance_scale: float, seed: int | None):
+        self._require(task)
+        ids = self._text_ids(caption, "caption")
+        cond = tasks.captioned(self.vocab, self.pattern, task, ids, None).prompt()
+        uncond = tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()
+        codes = self._generate_audio([cond], duration, seed, uncond=[uncond], guidance_scale=guidance_scale)[
+            0
+        ]
+        return self._decode(codes)
+
+    def generate_music(
+        self, caption: str, duration: float = 8.0, guidance_scale: float = 3.0, seed: int | None = None
+    ):
+        """Caption -> music (float32 numpy, sample rate), with classifier-free guidance."""
+        return self._captioned("music", caption, duration, guidance_scale, seed)
+
+    def generate_sfx(
+        self, caption: str, duration: float = 4.0, guidance_scale: float = 3.0, seed: int | None = None
+    ):
+        """Caption -> sound effect (float32 numpy, sample rate), with classifier-free guidance."""
+        return self._captioned("sfx", caption, duration, guidance_scale, seed)
+
+    def continue_audio(self, clip: AudioInput, duration: float = 4.0, seed: int | None = None):
+        """Audio -> the clip followed by `duration` seconds of continuation (float32 numpy, sample rate)."""
+        self._require("continue")
+        prefix = self._encode(clip)
+        prompt, template = tasks.continuation_prompt(self.vocab, self.pattern, prefix)
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        new = round(duration * self.codec.frame_rate)
+        room = self.max_len - len(prompt.text)
+        out = generate(self.model, [prompt], template=template, sampling=Sampling(temperature=1.0, top_k=50),
+                       max_new_tokens=max(1, min(room, new + self.vocab.num_codebooks)), pattern=self.pattern,
+                       generator=generator)  # fmt: skip
+        n = int(out.lengths[0])
+        steps = torch.cat([prompt.audio[prompt.is_audio], out.audio[0, :n][out.is_audio[0, :n]]])  # (S, K)
+        codes = patterns.revert(steps.T[None], self.pattern)[0]
+        return self._decode(codes[:, : prefix.shape[-1] + new])

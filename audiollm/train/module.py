@@ -1,0 +1,162 @@
+"""LightningModule around `AudioLanguageModel`: masked multi-task loss, AdamW, warmup + cosine, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
+from audiollm.tasks import TASKS
+from audiollm.vocab import Vocab
+
+
+class LitAudioLM(L.LightningModule):
+    """Trains one model on a batch mixing tasks (keys as in `audiollm.data.dataset`).
+
+    Args:
+        vocab: token layout (linked from the data module).
+        preset: model size from `audiollm.model.PRESETS`.
+        config: overrides of the preset's fields (e.g. {n_layer: 2}).
+        init_from: a converted checkpoint directory (e.g. `audiollm convert gpt-neox`) to start from.
+        lr: peak learning rate.
+        weight_decay: AdamW decay on matrices (not on norms, biases, embeddings).
+        betas: AdamW betas.
+        warmup_steps: linear warmup steps.
+        min_lr_ratio: the cosine ends at lr x this, at trainer.max_steps.
+    """
+
+    def __init__(
+        self,
+        vocab: dict | None = None,
+        preset: str = "tiny",
+        config: dict | None = None,
+        init_from: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if vocab is None:
+            raise ValueError("LitAudioLM needs `vocab` (linked from the data module by `audiollm fit`)")
+        vocab = Vocab.from_dict(vocab) if isinstance(vocab, dict) else vocab
+        if init_from:
+            self.model = AudioLanguageModel.from_pretrained(init_from)
+            if self.model.config.vocab != vocab:
+                raise ValueError(
+                    f"{init_from}: its vocabulary {self.model.config.vocab} differs from the data's {vocab}; "
+                    "use its tokenizer (data.tokenizer, tokenizer_kind: hf) and convert with the codec's K"
+                )
+            self.model.train()
+        else:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+            self.model = AudioLanguageModel(ModelConfig(vocab=vocab, **{**PRESETS[preset], **(config or {})}))
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Total, per-modality and per-task losses and accuracies of one batch."""
+        text_logits, audio_logits = self.model(batch["text"], batch["audio"], batch["is_audio"])
+        targets = (batch["text_target"], batch["audio_target"], batch["text_mask"], batch["audio_mask"])
+        out = lm_loss(text_logits, audio_logits, *targets)
+        with torch.no_grad():
+            tm, am = batch["text_mask"], batch["audio_mask"]
+            if tm.any():
+                out["text_acc"] = (text_logits[tm].argmax(-1) == batch["text_target"][tm]).float().mean()
+            if am.any():
+                out["audio_acc"] = (audio_logits[am].argmax(-1) == batch["audio_target"][am]).float().mean()
+            for i, task in enumerate(TASKS):
+                rows = batch["task"] == i
+                if rows.any():
+                    sub = (x[rows] for x in (text_logits, audio_logits, *targets))
+                    out[f"loss_{task}"] = lm_loss(*sub)["loss"]
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch)
+        B = batch["text"].shape[0]
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=B)
+        self.log_dict({f"train/{k}": v for k, v in out.items() if k != "loss"}, batch_size=B)
+        self.log("train/ppl", torch.exp(out["loss"].detach()), batch_size=B)
+        self.log("train/tokens", float(batch["text"].numel()), reduce_fx="sum", batch_size=B)
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self.compute_loss(batch)
+        B = batch["text"].shape[0]
+        self.log("valid/loss", out["loss"], prog_bar=True, batch_size=B, sync_dist=True)
+        # Per-task keys differ between ranks (each sees its own tasks): reducing them across ranks would hang.
+        self.log_dict({f"valid/{k}": v for k, v in out.items() if k != "loss"}, batch_size=B)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+        fused = self.device.type == "cuda"
+        groups = [
+            {"params": decay, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
+        total = max(self.trainer.max_steps, 1) if self.trainer.max_steps > 0 else 10_000
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear from 0 to 1 over `warmup` steps, then cosine down to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def export(
+    model: AudioLanguageModel, out: str | Path, tokenizer, codec: dict, template: dict, tasks: list[str]
+):
+    """Write an inference checkpoint: model + config.json (with the codec, the tokenizer kind, the template
+    options such as pattern and max_len, and the trained tasks), the tokenizer's files, and a saved codec
+    directory copied in (so the folder is self-contained)."""
+    from audiollm.text import tokenizer_kind
+
+    out = Path(out)
+    reference = dict(codec)
+    source = Path(str(codec["codec"]))
+    if source.is_dir():
+        shutil.copytree(source, out / "codec", dirs_exist_ok=True)
+        reference["codec"] = "codec"  # relative to the checkpoint
+    model.save_pretrained(out, codec=reference)
+    tokenizer.save_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    config |= {"text_tokenizer": tokenizer_kind(tokenizer), "template": template, "tasks": tasks}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+class ExportOnTrainEnd(L.Callback):
+    """`save_pretrained` the trained model into `<checkpoint dir>/../model` when fitting ends."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: LitAudioLM) -> None:
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        ckpt_dir = (
+            Path(trainer.checkpoint_callback.dirpath)
+            if trainer.checkpoint_callback
+            else Path(trainer.log_dir)
+        )
+        template = asdict(dm.options)
+        out = export(pl_module.model, ckpt_dir.parent / "model", dm.tokenizer, dm.codec, template, dm.tasks)
+        print(f"exported the trained model to {out}")

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from audiollm import AudioLM, audio
+
+
+@pytest.fixture(scope="module")
+def lm(digits_model, encodec_24k_checkpoint):
+    # The checkpoint names its codec (encodec_24khz); offline, the weights come from the environment.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
+        yield AudioLM.from_pretrained(digits_model)
+
+
+def test_transcribe_paths_arrays_and_long_audio(lm, shared_data):
+    clip = shared_data / "fsdd_spoken_digits" / "recordings" / "3_theo_40.wav"
+    text = lm.transcribe(clip)
+    assert isinstance(text, str)
+    wav, sr = audio.load(clip)
+    assert lm.transcribe([(wav.numpy()[0], sr), clip]) == [text, text]
+    long = shared_data / "ljspeech_subset" / "wavs" / "LJ001-0001.flac"  # ~10 s: chunked to fit the context
+    assert isinstance(lm.transcribe(long, chunk_seconds=1.0), str)
+
+
+def test_synthesize_music_and_continue_return_audio(lm, shared_data):
+    wav, sr = lm.synthesize("seven", seed=0, max_seconds=0.4)
+    again, _ = lm.synthesize("seven", seed=0, max_seconds=0.4)
+    assert sr == 24000 and wav.dtype == np.float32 and wav.ndim == 1
+    assert np.array_equal(wav, again), "a seed reproduces a run"
+    prompt = shared_data / "fsdd_spoken_digits" / "recordings" / "1_theo_5.wav"
+    voiced, _ = lm.synthesize("one", voice_prompt=prompt, seed=1, max_seconds=0.4)
+    assert voiced.dtype == np.float32
+    music, _ = lm.generate_music("a voice says two", duration=0.4, guidance_scale=3.0, seed=0)
+    assert music.ndim == 1 and len(music) <= 0.4 * 24000 + 320
+    clip = shared_data / "fsdd_spoken_digits" / "recordings" / "2_theo_5.wav"
+    cont, _ = lm.continue_audio(clip, duration=0.2, seed=0)
+    assert len(cont) > len(audio.load(clip, 24000)[0][0]) - 400
+
+
+def test_errors_name_the_problem(lm):
+    with pytest.raises(FileNotFoundError, match="unknown model 'nope': not one of tiny"):
+        AudioLM.from_pretrained("nope")
+    with pytest.raises(ValueError, match="was not trained for sfx"):
+        lm.generate_sfx("rain", duration=0.2)
+    with pytest.raises(ValueError, match=r"text is too long: \d+ tokens, the limit of this model is 24"):
+        lm.synthesize("one two three " * 20)
+    with pytest.raises(ValueError, match="text is empty"):
+        lm.synthesize("  ")
+    asr_only = AudioLM(lm.model, lm.tokenizer, lm.codec, lm.config | {"tasks": ["asr"]})
+    with pytest.raises(ValueError, match=r"not trained for tts \(its tasks: asr\)"):
+        asr_only.synthesize("one")
