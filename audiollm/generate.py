@@ -159,9 +159,12 @@ def _guide(
     return tuple(u + scale * (c - u) for c, u in (x.split(B) for x in logits))
 
 
-def _choose(text_logits, audio_logits, rows: _Rows, rules: dict[str, torch.Tensor], sampling, generator):
+def _choose(
+    text_logits, audio_logits, rows: _Rows, rules: dict[str, torch.Tensor], sampling, generator, eos_ok
+):
     """Pick each row's next step: text id (B,), codes (B, K), and whether it is an audio frame (B,)."""
     allowed = torch.where(rows.in_audio[:, None], rules["audio_mode"], rules["text_mode"])  # (B, V)
+    allowed[:, rules["eos_id"]] &= eos_ok
     tok = sample(text_logits.masked_fill(~allowed, float("-inf")), sampling, generator)  # (B,)
     B, K, C = audio_logits.shape
     real = audio_logits.clone()
@@ -199,6 +202,24 @@ def _rules(vocab: Vocab, template: Template, K: int, pattern: str, max_audio_ste
     return {k: torch.as_tensor(v).to(device) for k, v in (ids | tensors).items()}
 
 
+def _sequences(prompts: list[Prompt], new: int, vocab: Vocab, device) -> list[torch.Tensor]:
+    """Left-padded prompts followed by room for `new` steps: text, audio, is_audio, valid, each (R, S + new, ...)."""
+    fills = (vocab.pad, vocab.empty_code, False, True)
+    return [
+        torch.cat([x, x.new_full((x.shape[0], new, *x.shape[2:]), fill)], 1).to(device)
+        for x, fill in zip(collate(prompts, vocab), fills, strict=True)
+    ]
+
+
+def _audio_step_limit(max_new_tokens: int, max_seconds, frame_rate, pattern: str, K: int) -> int:
+    """Audio steps a row may write: all new tokens, or the steps holding `max_seconds` of whole frames."""
+    if max_seconds is None:
+        return max_new_tokens
+    if frame_rate is None:
+        raise ValueError("max_seconds needs frame_rate (the codec's frames per second)")
+    return min(max_new_tokens, patterns.get(pattern).num_steps(int(max_seconds * frame_rate), K))
+
+
 @torch.inference_mode()
 def generate(
     model: AudioLanguageModel,
@@ -207,6 +228,7 @@ def generate(
     template: Template = Template(),
     sampling: Sampling = Sampling(),
     max_new_tokens: int = 256,
+    min_new_tokens: int = 0,
     max_seconds: float | None = None,
     frame_rate: float | None = None,
     pattern: str = "delay",
@@ -217,7 +239,8 @@ def generate(
     compile: bool = False,
     return_logits: bool = False,
 ) -> Generation:
-    """Continue each prompt by up to `max_new_tokens` steps (audio: at most `max_seconds` at `frame_rate`).
+    """Continue each prompt by up to `max_new_tokens` steps (audio: at most `max_seconds` at `frame_rate`);
+    `<eos>` may end a row only after `min_new_tokens` steps (music: set it to the wanted length).
 
     `uncond` (one prompt per row, e.g. the prompt without its caption) turns on classifier-free guidance:
     both run in one batch and logits mix as uncond + guidance_scale * (cond - uncond). `use_cache=False`
@@ -227,23 +250,16 @@ def generate(
     vocab, B, K = model.config.vocab, len(prompts), model.config.vocab.num_codebooks
     if uncond is not None and len(uncond) != B:
         raise ValueError(f"uncond has {len(uncond)} prompts for {B} prompts: give one per prompt")
+    if max_new_tokens < 1 or template.start not in ("text", "audio"):
+        raise ValueError(
+            f"need max_new_tokens >= 1 and template.start text|audio, got {max_new_tokens}, {template}"
+        )
     device = next(model.parameters()).device
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    # Left-padded prompts followed by room for the new steps: text, audio, is_audio, valid, each (R, L, ...).
-    prompt = collate(prompts + (uncond or []), vocab)
-    R, S, L = prompt[0].shape[0], prompt[0].shape[1], prompt[0].shape[1] + max_new_tokens
-    fills = (vocab.pad, vocab.empty_code, False, True)
-    text, audio, is_audio, valid = (
-        torch.cat([x, x.new_full((R, max_new_tokens, *x.shape[2:]), f)], 1).to(device)
-        for x, f in zip(prompt, fills, strict=True)
-    )
+    S = max(len(p.text) for p in prompts + (uncond or []))
+    text, audio, is_audio, valid = _sequences(prompts + (uncond or []), max_new_tokens, vocab, device)
+    R, L = text.shape
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (R, L) RoPE positions count real tokens
-    max_audio = max_new_tokens
-    if max_seconds is not None:
-        if frame_rate is None:
-            raise ValueError("max_seconds needs frame_rate (the codec's frames per second)")
-        max_audio = min(max_audio, patterns.get(pattern).num_steps(int(max_seconds * frame_rate), K))
+    max_audio = _audio_step_limit(max_new_tokens, max_seconds, frame_rate, pattern, K)
     rules = _rules(vocab, template, K, pattern, max_audio, device)
     rows = _Rows(
         in_audio=torch.full((B,), template.start == "audio", device=device),
@@ -259,14 +275,13 @@ def generate(
     for i in range(max_new_tokens):
         mixed = _guide(logits, B, guidance_scale)
         saved += [mixed] if return_logits else []
-        tok, codes, frame = _choose(*mixed, rows, rules, sampling, generator)
+        tok, codes, frame = _choose(*mixed, rows, rules, sampling, generator, eos_ok=i >= min_new_tokens)
         _advance(rows, tok, frame, rules, i)
         j = S + i  # the slot this step writes
         for first in range(0, R, B):  # the B rows and, with CFG, their B unconditional twins
-            rows_of = slice(first, first + B)
-            text[rows_of, j] = torch.where(frame, vocab.pad, tok)
-            audio[rows_of, j] = torch.where(frame[:, None], codes, vocab.empty_code)
-            is_audio[rows_of, j] = frame
+            text[first : first + B, j] = torch.where(frame, vocab.pad, tok)
+            audio[first : first + B, j] = torch.where(frame[:, None], codes, vocab.empty_code)
+            is_audio[first : first + B, j] = frame
         if bool(rows.done.all()) or i == max_new_tokens - 1:
             break
         lo = j if use_cache else 0  # one new position, or the whole sequence again (the reference)

@@ -144,7 +144,11 @@ def rope(pos: torch.Tensor, config: ModelConfig, dtype: torch.dtype) -> tuple[to
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first 2 * cos.shape[-1] dims of x (B, h, S, head_dim) in halves (GPT-NeoX layout)."""
-    half = cos.shape[-1]
+    half, cos, sin = (
+        cos.shape[-1],
+        cos.to(x.dtype),
+        sin.to(x.dtype),
+    )  # no-ops unless autocast changed x's dtype
     x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
@@ -264,7 +268,7 @@ class AudioLanguageModel(nn.Module):
         if audio is None:
             return x
         B, S, K = audio.shape
-        rows = (audio + self.audio_offsets).view(B * S, K)  # (B*S, K) rows of the stacked table
+        rows = (audio + self.audio_offsets).reshape(B * S, K)  # (B*S, K) rows of the stacked table
         frames = F.embedding_bag(rows, self.audio_embed.weight, mode="sum").view(B, S, -1)  # (B, S, d)
         return torch.where(is_audio[..., None], frames, x)
 

@@ -191,3 +191,11 @@ def test_bad_arguments_say_what_to_do():
         generate(model, PROMPTS, max_seconds=1.0)
     with pytest.raises(ValueError, match="one per prompt"):
         generate(model, PROMPTS, uncond=PROMPTS[:1])
+
+
+def test_min_new_tokens_holds_eos_back():
+    model = make(seed=2)
+    args = dict(sampling=Sampling(temperature=2.0), max_new_tokens=30)
+    free = generate(model, PROMPTS, generator=torch.Generator().manual_seed(1), **args)
+    held = generate(model, PROMPTS, min_new_tokens=12, generator=torch.Generator().manual_seed(1), **args)
+    assert int(free.lengths.min()) < 12 <= int(held.lengths.min())

@@ -54,6 +54,10 @@ def test_audio_frame_embedding_is_the_sum_of_its_codebook_embeddings():
     model = make()
     text, audio, is_audio = mixed_batch()
     x = model.embed(text, audio, is_audio)
+    strided = (
+        audio.transpose(0, 1).contiguous().transpose(0, 1)
+    )  # same values, non-contiguous (as patterns give)
+    torch.testing.assert_close(model.embed(text, strided, is_audio), x)
     b, s = is_audio.nonzero()[0].tolist()
     expected = sum(
         model.audio_embed.weight[VOCAB.audio_id(k, int(audio[b, s, k])) - VOCAB.text_vocab_size]
