@@ -34,7 +34,10 @@ class LogMel(nn.Module):
 
 
 class MultiScaleMelLoss(nn.Module):
-    """Mean L1 distance of log-mel spectrograms at windows 2^i, i in [min_log2, max_log2], hop = window / 4."""
+    """Mean L1 distance of log-mel spectrograms at windows 2^i, i in [min_log2, max_log2].
+
+    Hop = window / 4; min(n_mels, window / 8) mel bands, so small windows have no empty bands.
+    """
 
     def __init__(self, sample_rate: int, min_log2: int = 7, max_log2: int = 11, n_mels: int = 64):
         super().__init__()
