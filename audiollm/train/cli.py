@@ -10,6 +10,7 @@ resumes; `--print_config` prints the resolved configuration.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -85,6 +86,8 @@ def config_kind(argv: list[str]) -> str:
 
 def fit_main(argv: list[str]) -> int:
     """Parse `argv` (config files and overrides), build trainer/model/data, and train. Returns 0."""
+    # `audiollm fit` hands LightningCLI the arguments after "fit" on purpose; its warning about sys.argv is noise
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     cli = FitCLI(config_kind(argv), argv)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     return 0
