@@ -111,12 +111,81 @@ def _add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_tokenizer)
 
 
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="shipped model name or a trained checkpoint directory")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    import json
+
+    from audiollm.api import AudioLM
+
+    lm = AudioLM.from_pretrained(args.model, device=args.device)
+    texts = lm.transcribe(list(args.files))
+    for path, text in zip(args.files, texts, strict=True):
+        print(
+            json.dumps({"file": path, "text": text}, ensure_ascii=False) if args.json else f"{path}\t{text}"
+        )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """tts / music / sfx / continue: one AudioLM call, the result written to -o."""
+    from audiollm import audio
+    from audiollm.api import AudioLM
+
+    lm = AudioLM.from_pretrained(args.model, device=args.device)
+    if args.command == "tts":
+        wav, sr = lm.synthesize(
+            args.input, voice_prompt=args.voice_prompt, max_seconds=args.max_seconds, seed=args.seed
+        )
+    elif args.command == "continue":
+        wav, sr = lm.continue_audio(args.input, duration=args.duration, seed=args.seed)
+    else:
+        make = lm.generate_music if args.command == "music" else lm.generate_sfx
+        wav, sr = make(args.input, duration=args.duration, guidance_scale=args.guidance_scale, seed=args.seed)
+    print(f"wrote {audio.save(args.output, wav, sr)} ({wav.shape[-1] / sr:.2f} s at {sr} Hz)")
+    return 0
+
+
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="speech to text")
+    p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, sph)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file")
+    _model_arg(p)
+    p.set_defaults(func=_transcribe)
+    specs = {
+        "tts": ("text to speech", "TEXT", "the text to speak"),
+        "music": ("music from a caption", "CAPTION", "what the music should sound like"),
+        "sfx": ("a sound effect from a caption", "CAPTION", "what the sound should be"),
+        "continue": ("continue an audio clip", "FILE", "the clip to continue"),
+    }
+    for name, (help_text, metavar, what) in specs.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("input", metavar=metavar, help=what)
+        p.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+        p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+        if name == "tts":
+            p.add_argument("--voice-prompt", default=None, help="reference recording of the voice to use")
+            p.add_argument("--max-seconds", type=float, default=10.0, help="longest speech to generate")
+        else:
+            p.add_argument("--duration", type=float, default=4.0, help="seconds of audio to generate")
+        if name in ("music", "sfx"):
+            p.add_argument(
+                "--guidance-scale", type=float, default=3.0, help="classifier-free guidance strength"
+            )
+        _model_arg(p)
+        p.set_defaults(func=_generate)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
     _add_convert,
     _add_prepare,
     _add_train_tokenizer,
+    _add_inference,
 ]
 
 

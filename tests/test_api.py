@@ -49,3 +49,39 @@ def test_errors_name_the_problem(lm):
     asr_only = AudioLM(lm.model, lm.tokenizer, lm.codec, lm.config | {"tasks": ["asr"]})
     with pytest.raises(ValueError, match=r"not trained for tts \(its tasks: asr\)"):
         asr_only.synthesize("one")
+
+
+def test_cli_commands(digits_model, encodec_24k_checkpoint, shared_data, tmp_path, capsys, monkeypatch):
+    from audiollm.cli import main
+
+    monkeypatch.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
+    clip = shared_data / "fsdd_spoken_digits" / "recordings" / "4_theo_40.wav"
+    assert main(["transcribe", str(clip), "--json", "--model", str(digits_model)]) == 0
+    assert '"file":' in capsys.readouterr().out
+    out = tmp_path / "x.wav"
+    assert (
+        main(
+            [
+                "tts",
+                "four",
+                "-o",
+                str(out),
+                "--max-seconds",
+                "0.3",
+                "--seed",
+                "0",
+                "--model",
+                str(digits_model),
+            ]
+        )
+        == 0
+    )
+    assert audio.info(out).samplerate == 24000
+    assert main(["music", "a voice", "--duration", "0.3", "-o", str(out), "--model", str(digits_model)]) == 0
+    assert (
+        main(["continue", str(clip), "--duration", "0.2", "-o", str(out), "--model", str(digits_model)]) == 0
+    )
+    capsys.readouterr()
+    assert main(["sfx", "rain", "-o", str(out), "--model", str(digits_model)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("audiollm sfx: error:") and "not trained for sfx" in err and "\n" not in err
