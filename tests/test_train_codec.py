@@ -8,7 +8,7 @@ from audiollm.codecs import load_codec
 from audiollm.codecs.native import PRESETS, NativeCodec, NativeCodecConfig
 from audiollm.data.manifest import write_jsonl
 from audiollm.train.cli import fit_main
-from audiollm.train.codec import CodecModule
+from audiollm.train.codec import CodecModule, export_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "codec" / "config.yaml"
 TINY = {
@@ -62,7 +62,10 @@ def test_two_steps_of_the_recipe_train_checkpoint_and_export(tmp_path):
     initial = NativeCodec(codec.config)
     trained, before = codec.decoder.state_dict(), initial.decoder.state_dict()
     assert any(not torch.equal(trained[k], before[k]) for k in before), "no optimiser step was taken"
-    assert codec.encode(torch.randn(1, 1, 1600)).shape == (1, 4, 5)
+    wav = torch.randn(1, 1, 1600)
+    assert codec.encode(wav).shape == (1, 4, 5)
+    exported = load_codec(export_checkpoint(run / "last.ckpt", tmp_path / "exported"))
+    assert torch.equal(exported.encode(wav), codec.encode(wav))
 
     assert fit_main([*recipe_args(tmp_path, trainer__max_steps=3), "--ckpt_path=last"]) == 0
     assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 3

@@ -53,8 +53,9 @@ class NativeCodecConfig:
     """EMA decay of codebook updates"""
     kmeans_iters: int = 50
     """k-means iterations of the codebook initialisation"""
-    dead_code_threshold: int = 2
-    """codes whose EMA usage falls below this are replaced by vectors of the current batch"""
+    dead_code_threshold: float = 2.0
+    """codes whose EMA usage count per step falls below this are replaced by vectors of the batch; keep it
+    well under (frames per batch) / codebook_size, or every code counts as dead at every step"""
 
     @property
     def hop_length(self) -> int:

@@ -219,6 +219,17 @@ class ExportCodec(L.Callback):
             pl_module.codec.save_pretrained(Path(trainer.checkpoint_callback.dirpath) / "codec")
 
 
+def export_checkpoint(ckpt_path: str | Path, directory: str | Path) -> Path:
+    """Export the codec of a `CodecModule` Lightning checkpoint (e.g. one left by a killed run) with save_pretrained."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    codec = NativeCodec(NativeCodecConfig(**ckpt["hyper_parameters"]["codec"]))
+    prefix = "codec."
+    codec.load_state_dict(
+        {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    )
+    return codec.save_pretrained(directory)
+
+
 def _plain(args: dict) -> dict:
     """The scalar hyperparameters of an __init__'s locals()."""
     return {k: v for k, v in args.items() if k not in ("self", "codec", "weights", "__class__")}
