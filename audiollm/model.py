@@ -144,11 +144,8 @@ def rope(pos: torch.Tensor, config: ModelConfig, dtype: torch.dtype) -> tuple[to
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first 2 * cos.shape[-1] dims of x (B, h, S, head_dim) in halves (GPT-NeoX layout)."""
-    half, cos, sin = (
-        cos.shape[-1],
-        cos.to(x.dtype),
-        sin.to(x.dtype),
-    )  # no-ops unless autocast changed x's dtype
+    half = cos.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # no-ops unless autocast changed x's dtype
     x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
@@ -160,6 +157,8 @@ def make_norm(config: ModelConfig) -> nn.Module:
 
 
 class Attention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention with RoPE and an optional static KV cache."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -169,15 +168,10 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
         c, (B, S, _) = self.config, x.shape
-        qkv = (
-            self.qkv(x).view(B, S, c.n_head + 2 * c.kv_heads, c.head_dim).transpose(1, 2)
-        )  # (B, heads, S, hd)
+        qkv = self.qkv(x).view(B, S, -1, c.head_dim).transpose(1, 2)  # (B, nh + 2 * nkv, S, hd)
         qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], cos, sin)  # q and k heads rotated in one call
-        q, k, v = (
-            qk[:, : c.n_head],
-            qk[:, c.n_head :],
-            qkv[:, c.n_head + c.kv_heads :],
-        )  # (B, nh | nkv, S, hd)
+        q, k = qk.split([c.n_head, c.kv_heads], dim=1)  # (B, nh, S, hd), (B, nkv, S, hd)
+        v = qkv[:, c.n_head + c.kv_heads :]  # (B, nkv, S, hd)
         if cache is not None:  # attend to the cache slots the mask covers (all of them, or the filled ones)
             k, v = (t[:, :, : mask.shape[-1]] for t in cache.update(layer, slots, k, v))  # (B, nkv, L, hd)
         y = F.scaled_dot_product_attention(
@@ -187,6 +181,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """SwiGLU or GELU feed-forward."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.kind = config.mlp
@@ -205,6 +201,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm transformer block; sequential or (GPT-NeoX) parallel residual."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.parallel = config.parallel_residual

@@ -215,6 +215,12 @@ def measure(fn: Callable[[], object]) -> float:
 def memory_worker(sizes: list[str], batches: list[int], new: int) -> None:
     """Peak memory lines (run in a child with MALLOC_MMAP_THRESHOLD_ set; see the module docstring)."""
     ids = torch.randint(0, TEXT_VOCAB, (8, 512), generator=torch.Generator().manual_seed(0))
+    # Thread pools, kernels' scratch buffers and the autograd engine start on first use: start them here,
+    # so that neither model's measurement pays for them.
+    for step in pair_steps(*make_pair("debug"), bf16=False):
+        step(ids[:, :64])
+    for fn in generators("debug", 8, 4):
+        fn()
     for preset in sizes:
         steps = pair_steps(*make_pair(preset), bf16=False)
         m_ours, m_hf = (measure(lambda s=s: s(ids)) for s in steps)  # the first step allocates AdamW state

@@ -199,3 +199,10 @@ def test_min_new_tokens_holds_eos_back():
     free = generate(model, PROMPTS, generator=torch.Generator().manual_seed(1), **args)
     held = generate(model, PROMPTS, min_new_tokens=12, generator=torch.Generator().manual_seed(1), **args)
     assert int(free.lengths.min()) < 12 <= int(held.lengths.min())
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_same_tokens():
+    model = make(keep_audio=True)
+    args = dict(template=Template(start="audio"), sampling=GREEDY, max_new_tokens=5)
+    assert_same(generate(model, PROMPTS, compile=True, **args), generate(model, PROMPTS, **args))
