@@ -179,6 +179,36 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_generate)
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.eval.suite import evaluate
+
+        report = evaluate(
+            args.task, args.manifest, args.model, args.codec, args.limit, args.seed, args.device
+        )
+        print(report.table())
+        if args.out:
+            print(f"wrote {report.write(args.out)}")
+        return 0
+
+    p = sub.add_parser("eval", help="score a model (or a codec) on a manifest; print a table, write JSON")
+    p.add_argument(
+        "task",
+        choices=["asr", "tts", "codec", "music", "sfx"],
+        help="asr: WER/CER, RTF; tts: pocketsphinx WER of generated vs reference speech; codec: log-mel, "
+        "STOI, SI-SNR, kbps beside Opus; music/sfx: loudness, silence, clipping, spectral statistics",
+    )
+    p.add_argument(
+        "--manifest", required=True, help="JSONL manifest (asr/tts use 'text', music/sfx 'caption')"
+    )
+    p.add_argument("--codec", help="codec: a codec name or saved codec dir instead of the model's codec")
+    p.add_argument("--limit", type=int, help="evaluate only the first N usable records")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for tts / music / sfx")
+    p.add_argument("--out", help="write the report (summary, per-item rows, notes) to this JSON file")
+    _model_arg(p)
+    p.set_defaults(func=run)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
@@ -186,6 +216,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare,
     _add_train_tokenizer,
     _add_inference,
+    _add_eval,
 ]
 
 

@@ -1,0 +1,116 @@
+"""Music and sound effects: signal statistics of generated audio beside the manifest's own audio.
+
+No learned-embedding metric (FAD, CLAP score, KL over tagger classes) is computed: those need a
+pretrained embedding model, and none can be downloaded here. What is measured instead, per clip:
+- duration_s;
+- loudness_lufs: ITU-R BS.1770-4 integrated loudness (gated), computed by the pyloudnorm package
+  (not implemented here); None for clips shorter than its 0.4 s block or entirely below its gate;
+- peak_dbfs, rms_dbfs: sample peak and RMS level in dB relative to full scale;
+- silence_ratio: the fraction of 20 ms frames whose RMS is below -60 dBFS;
+- clipped_ratio: the fraction of samples (all channels) with |x| >= 0.999;
+- centroid_hz, bandwidth_hz, rolloff_hz (85% of the power below it), flatness (geometric over
+  arithmetic mean of the power spectrum: ~0 for a tone, ~0.56 for white noise): means over the
+  non-silent 1024-sample Hann frames (hop 256) of the mono mix; None when every frame is silent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pyloudnorm
+import torch
+
+from audiollm import audio
+from audiollm.api import AudioLM
+from audiollm.data.manifest import Record
+from audiollm.eval.report import Report, mean
+
+SILENCE_DBFS = -60.0
+CLIP_LEVEL = 0.999
+FRAME_SECONDS = 0.02  # silence frames
+N_FFT, HOP = 1024, 256  # spectral frames
+ROLLOFF = 0.85
+STATS = ("duration_s", "loudness_lufs", "peak_dbfs", "rms_dbfs", "silence_ratio", "clipped_ratio",
+         "centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness")  # fmt: skip
+
+
+def audio_stats(wav: np.ndarray | torch.Tensor, sample_rate: int) -> dict[str, float | None]:
+    """Statistics (see the module docstring) of float audio (N,) or (C, N) in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float32)).double()
+    x = x if x.dim() == 2 else x[None]  # (C, N)
+    mono = x.mean(dim=0)  # (N,)
+    silence = 10 ** (SILENCE_DBFS / 20)
+    frame = max(1, round(FRAME_SECONDS * sample_rate))
+    frames = mono[: mono.numel() // frame * frame].reshape(-1, frame)  # (T, frame)
+    level = frames.square().mean(dim=1).sqrt()  # (T,)
+    return {
+        "duration_s": x.shape[-1] / sample_rate,
+        "loudness_lufs": loudness(x, sample_rate),
+        "peak_dbfs": _db(float(x.abs().max())) if x.numel() else None,
+        "rms_dbfs": _db(float(x.square().mean().sqrt())) if x.numel() else None,
+        "silence_ratio": float((level < silence).double().mean()) if len(level) else None,
+        "clipped_ratio": float((x.abs() >= CLIP_LEVEL).double().mean()) if x.numel() else None,
+        **spectral_stats(mono, sample_rate, silence),
+    }
+
+
+def loudness(x: torch.Tensor, sample_rate: int) -> float | None:
+    """BS.1770-4 integrated loudness (LUFS) of (C, N) audio via pyloudnorm; None where undefined."""
+    if x.shape[-1] <= round(0.4 * sample_rate):  # shorter than one gating block
+        return None
+    with np.errstate(divide="ignore"):  # all blocks gated away: log10(0)
+        value = pyloudnorm.Meter(sample_rate).integrated_loudness(x.T.numpy())  # (N, C) for pyloudnorm
+    return float(value) if math.isfinite(value) else None
+
+
+def spectral_stats(mono: torch.Tensor, sample_rate: int, silence: float) -> dict[str, float | None]:
+    """Centroid, bandwidth, 85% roll-off (Hz) and flatness, averaged over frames with RMS >= `silence`."""
+    names = ("centroid_hz", "bandwidth_hz", "rolloff_hz", "flatness")
+    padded = torch.nn.functional.pad(mono, (0, max(0, N_FFT - mono.numel())))
+    frames = padded.unfold(0, N_FFT, HOP)  # (T, N_FFT)
+    frames = frames[frames.square().mean(dim=1).sqrt() >= silence]
+    if len(frames) == 0:
+        return dict.fromkeys(names)
+    power = torch.fft.rfft(frames * torch.hann_window(N_FFT, dtype=frames.dtype)).abs().square()  # (T, F)
+    power = power + 1e-20
+    freqs = torch.fft.rfftfreq(N_FFT, 1 / sample_rate, dtype=power.dtype)  # (F,)
+    weights = power / power.sum(dim=1, keepdim=True)  # (T, F)
+    centroid = weights @ freqs  # (T,)
+    bandwidth = (weights * (freqs - centroid[:, None]).square()).sum(dim=1).sqrt()
+    first_above = (weights.cumsum(dim=1) >= ROLLOFF).double().argmax(dim=1)  # (T,)
+    flatness = power.log().mean(dim=1).exp() / power.mean(dim=1)
+    values = (centroid, bandwidth, freqs[first_above], flatness)
+    return {name: float(v.mean()) for name, v in zip(names, values, strict=True)}
+
+
+def evaluate_generation(lm: AudioLM, records: Sequence[Record], task: str, seed: int = 0) -> Report:
+    """Generate `task` ("music" or "sfx") audio for each `record.caption`, as long as the record's own
+    audio, and report the statistics of both; the generated row's RTF is model seconds per audio second."""
+    make = {"music": lm.generate_music, "sfx": lm.generate_sfx}[task]
+    items, elapsed = [], 0.0
+    for r in records:
+        ref, ref_sr = audio.load(r.audio, start=r.start, duration=r.duration)
+        started = time.perf_counter()
+        wav, sr = make(r.caption, duration=ref.shape[-1] / ref_sr, seed=seed)
+        elapsed += time.perf_counter() - started
+        generated, reference = audio_stats(wav, sr), audio_stats(ref, ref_sr)
+        items.append({"id": r.id, "caption": r.caption, "generated": generated, "reference": reference})
+    summary = []
+    for system in ("generated", "reference"):
+        row = {k: mean([i[system][k] for i in items]) for k in STATS}
+        seconds = sum(i[system]["duration_s"] for i in items)
+        rtf = elapsed / seconds if system == "generated" and seconds > 0 else None
+        summary.append({"system": system, **row, "rtf": rtf})
+    notes = [
+        "no embedding metric (FAD, CLAP): no pretrained embedding model can be downloaded here",
+        "loudness: ITU-R BS.1770-4 integrated loudness from pyloudnorm; means skip undefined values",
+    ]
+    return Report(task, summary, items, notes, settings={"seed": seed})
+
+
+def _db(amplitude: float) -> float | None:
+    """20 log10 of an amplitude (dBFS), None for silence."""
+    return 20 * math.log10(amplitude) if amplitude > 0 else None
