@@ -39,12 +39,14 @@ def _items(root: Path) -> Iterator[Record | Reject]:
             yield Reject(split, e.path, e.problem)
             continue
         audio = {Path(f).name: root / "wav" / f"{f}.sph" for f in fileids}
-        for item in pair(audio, texts, str(trans_file)):
-            if isinstance(item, Reject):
-                yield item
-                continue
-            uid, path, text = item
-            yield Record(id=uid, audio=str(path), text=text, speaker=path.parent.name, split=split)
+        yield from pair(
+            audio,
+            texts,
+            str(trans_file),
+            lambda uid, path, text, split=split: Record(
+                uid, str(path), text, speaker=path.parent.name, split=split
+            ),
+        )
 
 
 def _transcription_line(line: str) -> tuple[str, str]:

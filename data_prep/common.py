@@ -74,11 +74,14 @@ def read_lines(path: Path) -> list[str]:
 
 
 def pair(
-    audio: dict[str, Path], texts: dict[str, str], source: str
-) -> Iterator[tuple[str, Path, str] | Reject]:
+    audio: dict[str, Path],
+    texts: dict[str, str],
+    source: str,
+    record: Callable[[str, Path, str], Record],
+) -> Iterator[Record | Reject]:
     """Join audio files and transcripts by utterance id, in id order.
 
-    Yields `(id, audio_path, text)` for each usable pair and a Reject for audio with no
+    Yields `record(id, audio_path, text)` for each usable pair and a Reject for audio with no
     transcript, a transcript with no audio, or an empty transcript. `source` names the
     transcript file in the reasons.
     """
@@ -91,7 +94,7 @@ def pair(
         elif not text.strip():
             yield Reject(uid, str(path), f"empty transcript in {source}")
         else:
-            yield uid, path, text.strip()
+            yield record(uid, path, text.strip())
 
 
 def read_csv(path: Path, columns: tuple[str, ...], delimiter: str = ",") -> list[dict[str, str]]:
@@ -181,6 +184,16 @@ def youtube_clip(uid: str, ytid: str, start: float, length: float, index: dict[s
             return Reject(uid, str(path), f"clip starts at {start} s but the file lasts {total:.1f} s")
         return Record(id=uid, audio=str(path), start=start, duration=round(min(length, total - start), 3))
     return Record(id=uid, audio=str(path))
+
+
+def chapter_record(speaker: str, subset: str, chapter: str) -> Callable[[str, Path, str], Record]:
+    """Record maker for LibriSpeech / LibriTTS utterances of one speaker's chapter in `subset`."""
+
+    def record(uid: str, path: Path, text: str) -> Record:
+        extra = {"subset": subset, "chapter": chapter}
+        return Record(uid, str(path), text, speaker=speaker, split=subset_split(subset), extra=extra)
+
+    return record
 
 
 def subset_split(subset: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, Reject, pair, prepare_from, read_lines, source_dir, subset_split
+from data_prep.common import BadInput, Reject, chapter_record, pair, prepare_from, read_lines, source_dir
 
 
 def prepare_librispeech(src_dir: str | Path, out_dir: str | Path) -> Path:
@@ -34,19 +34,7 @@ def _items(src: Path) -> Iterator[Record | Reject]:
             for uid, path in sorted(audio.items()):
                 yield Reject(uid, str(path), f"missing transcript: {e}")
             continue
-        for item in pair(audio, texts, str(trans)):
-            if isinstance(item, Reject):
-                yield item
-                continue
-            uid, path, text = item
-            yield Record(
-                id=uid,
-                audio=str(path),
-                text=text,
-                speaker=speaker,
-                split=subset_split(subset),
-                extra={"subset": subset, "chapter": chapter.name},
-            )
+        yield from pair(audio, texts, str(trans), chapter_record(speaker, subset, chapter.name))
 
 
 def _transcript_line(line: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, Reject, pair, prepare_from, read_lines, source_dir, subset_split
+from data_prep.common import BadInput, Reject, chapter_record, pair, prepare_from, read_lines, source_dir
 
 
 def prepare_libritts(src_dir: str | Path, out_dir: str | Path) -> Path:
@@ -31,16 +31,4 @@ def _items(src: Path) -> Iterator[Record | Reject]:
         except BadInput as e:
             yield Reject(wav.stem, str(wav), f"transcript {e}")
             continue
-        for item in pair({wav.stem: wav}, texts, str(txt)):
-            if isinstance(item, Reject):
-                yield item
-                continue
-            uid, path, text = item
-            yield Record(
-                id=uid,
-                audio=str(path),
-                text=text,
-                speaker=speaker,
-                split=subset_split(subset),
-                extra={"subset": subset, "chapter": chapter.name},
-            )
+        yield from pair({wav.stem: wav}, texts, str(txt), chapter_record(speaker, subset, chapter.name))

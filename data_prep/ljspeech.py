@@ -32,12 +32,12 @@ def _items(src: Path) -> Iterator[Record | Reject]:
         for uid, path in audio.items():
             yield Reject(uid, str(path), f"missing transcript: {e}")
         return
-    for item in pair(audio, texts, str(meta)):
-        if isinstance(item, Reject):
-            yield item
-            continue
-        uid, path, text = item
-        yield Record(id=uid, audio=str(path), text=text, speaker=SPEAKER, split=hash_split(uid))
+    yield from pair(
+        audio,
+        texts,
+        str(meta),
+        lambda uid, path, text: Record(uid, str(path), text, speaker=SPEAKER, split=hash_split(uid)),
+    )
 
 
 def _metadata_line(line: str) -> tuple[str, str]:
