@@ -171,7 +171,9 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, S, -1, c.head_dim).transpose(1, 2)  # (B, nh + 2 * nkv, S, hd)
         qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], cos, sin)  # q and k heads rotated in one call
         q, k = qk.split([c.n_head, c.kv_heads], dim=1)  # (B, nh, S, hd), (B, nkv, S, hd)
-        v = qkv[:, c.n_head + c.kv_heads :]  # (B, nkv, S, hd)
+        v = qkv[
+            :, c.n_head + c.kv_heads :
+        ].contiguous()  # (B, nkv, S, hd); a view would keep all of qkv alive
         if cache is not None:  # attend to the cache slots the mask covers (all of them, or the filled ones)
             k, v = (t[:, :, : mask.shape[-1]] for t in cache.update(layer, slots, k, v))  # (B, nkv, L, hd)
         y = F.scaled_dot_product_attention(
