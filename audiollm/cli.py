@@ -26,7 +26,9 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _add_tokenize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="encode a manifest's audio into code shards")
     p.add_argument(
-        "manifest", help="JSONL manifest (id, audio, optional text/caption/speaker/start/duration)"
+        "manifests",
+        nargs="+",
+        help="JSONL manifests (id, audio, optional text/caption/speaker/start/duration)",
     )
     p.add_argument(
         "--codec", required=True, help="codec name (encodec_24khz, encodec_48khz) or a saved codec dir"
