@@ -78,9 +78,14 @@ def test_interrupted_run_resumes_and_keeps_finished_shards(manifest, codec, enco
 
 def test_cli(manifest, encodec_24k_checkpoint, tmp_path, capsys):
     out = tmp_path / "cli"
+    lines = manifest.read_text().splitlines(keepends=True)  # two manifests into one folder
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(lines[:4]))
+    second.write_text("".join(lines[4:]))
     argv = [
         "tokenize",
-        str(manifest),
+        str(first),
+        str(second),
         "--codec",
         "encodec_24khz",
         "--checkpoint",
