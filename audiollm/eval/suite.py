@@ -32,9 +32,11 @@ def evaluate(
         raise ValueError(f"unknown evaluation '{task}': use one of {', '.join(NEEDS)}")
     records, skipped = select(manifest, NEEDS[task], limit)
     if task == "codec":
-        chosen = load_codec(codec, device=device or "cpu") if codec else None
-        lm = None if chosen else AudioLM.from_pretrained(model, device=device)
-        report = compare_with_opus(chosen or lm.codec, [r.audio for r in records], str(codec or model))
+        if codec:
+            chosen = load_codec(codec, device=device or "cpu")
+        else:
+            chosen = AudioLM.from_pretrained(model, device=device).codec
+        report = compare_with_opus(chosen, [r.audio for r in records], str(codec or model))
     else:
         lm = AudioLM.from_pretrained(model, device=device)
         if task == "asr":

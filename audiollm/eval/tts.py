@@ -2,7 +2,7 @@
 
 The judge is pocketsphinx with the US English acoustic model, dictionary and language model that
 its PyPI wheel ships (nothing is downloaded). It is weak in absolute terms (WER ~0.1 on flite
-speech, ~0.3 on read audiobooks, ~0.9 on isolated digits), so the generated speech's WER is
+speech, ~0.3 on read audiobooks, 0.7-0.9 on isolated spoken digits), so the generated speech's WER is
 reported next to the same judge's WER on the manifest's own recordings of the same sentences:
 the gap between the two rows is the measurement, not either number alone.
 """
