@@ -1,1 +1,2 @@
-"""Evaluation: codec quality metrics (more arrive with later issues)."""
+"""Evaluation: ASR error rates, TTS intelligibility (pocketsphinx judge), codec quality beside Opus, and
+music / sound statistics; `suite.evaluate` is what `audiollm eval` runs."""
