@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+SHIPPED_CODEC = Path(__file__).resolve().parent / "assets" / "codec_speech16k"
 
 
 def _tokenize(args: argparse.Namespace) -> int:
@@ -211,6 +215,101 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _quickstart(args: argparse.Namespace) -> int:
+    """Build a small offline corpus, tokenise it, train the quickstart recipe, evaluate, report."""
+    import data_prep
+    from audiollm.api import AudioLM
+    from audiollm.data.manifest import read_manifest
+    from audiollm.data.shards import tokenize_manifest
+    from audiollm.text import train_sentencepiece
+    from audiollm.train.cli import fit_main
+
+    out, shared, recipe = Path(args.out), Path(args.shared), Path("recipes/quickstart/config.yaml")
+    if not recipe.is_file():
+        raise FileNotFoundError(f"{recipe} not found: run `audiollm quickstart` from the repository root")
+    corpora = {  # folder -> (corpus, source, options)
+        "speech": ("offline-speech", None, {"minutes": args.minutes, "seed": args.seed}),
+        "fsdd": ("fsdd", shared / "fsdd_spoken_digits", {}),
+        "music": ("offline-music", None, {"minutes": 1.0, "seed": args.seed}),
+        "sfx": ("offline-sfx", None, {"minutes": 1.0, "seed": args.seed}),
+    }
+    for name, (corpus, src, options) in corpora.items():
+        print(f"[quickstart] prepare {corpus} -> {out / 'data' / name}")
+        data_prep.prepare(corpus, src, out / "data" / name, **options)
+    splits = {name: sorted((out / "data" / name).glob("*.jsonl")) for name in corpora}
+    fit = {name: [m for m in ms if m.stem in ("train", "valid")] for name, ms in splits.items()}
+    for name, manifests in (
+        ("speech", fit["speech"] + fit["fsdd"]),
+        ("music", fit["music"]),
+        ("sfx", fit["sfx"]),
+    ):
+        print(f"[quickstart] tokenize {name}")
+        print(tokenize_manifest(manifests, out / "tok" / name, args.codec).describe())
+    texts = [t for ms in fit.values() for m in ms for r in read_manifest(m) for t in (r.text, r.caption) if t]
+    train_sentencepiece(texts, 512, out / "tokenizer")
+    sources = [
+        {"path": str(out / "tok" / "speech"), "tasks": {"asr": 1.0, "tts": 1.0}},
+        {"path": str(out / "tok" / "music"), "tasks": {"music": 0.1}},
+        {"path": str(out / "tok" / "sfx"), "tasks": {"sfx": 0.1}},
+    ]
+    overrides = {
+        "--data.sources": json.dumps(sources), "--data.tokenizer": str(out / "tokenizer"),
+        "--trainer.default_root_dir": str(out), "--checkpoint.dirpath": str(out / "checkpoints"),
+        "--trainer.max_steps": str(args.max_steps), "--trainer.max_time": f"00:00:{args.train_minutes:02d}:00",
+    }  # fmt: skip
+    fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)])
+    return _quickstart_report(out, splits, AudioLM.from_pretrained(out / "model"), args.eval_limit)
+
+
+def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
+    """Evaluate the trained model on held-out splits, write samples and REPORT.md beside it."""
+    from audiollm import audio
+    from audiollm.data.manifest import read_manifest
+    from audiollm.eval.suite import evaluate
+
+    tests = {f"{n}/{m.stem}": m for n in ("speech", "fsdd") for m in splits[n] if m.stem.startswith("test")}
+    lines = [f"# quickstart report\n\nModel: `{out / 'model'}`\n"]
+    for name, manifest in tests.items():
+        report = evaluate("asr", manifest, out / "model", limit=limit)
+        report.write(out / "eval" / f"asr_{name.replace('/', '_')}.json")
+        lines += [f"## ASR on {name}\n", "```", report.table(), "```\n"]
+    speech_test = out / "data" / "speech" / "test.jsonl"
+    report = evaluate("tts", speech_test, out / "model", limit=max(1, limit // 5))
+    report.write(out / "eval" / "tts_speech_test.json")
+    lines += ["## TTS intelligibility (pocketsphinx) on speech/test\n", "```", report.table(), "```\n"]
+    lines.append("## Samples\n")
+    for i, record in enumerate(list(read_manifest(speech_test))[:3]):
+        wav, sr = lm.synthesize(record.text, seed=i)
+        path = audio.save(out / "samples" / f"tts_{i}.wav", wav, sr)
+        heard = lm.transcribe(record.audio)
+        lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
+    report_path = out / "REPORT.md"
+    report_path.write_text("\n".join(lines) + "\n")
+    print(f"[quickstart] wrote {report_path}")
+    return 0
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quickstart", help="build an offline corpus, tokenise, train, evaluate (run from the repo)"
+    )
+    p.add_argument("--out", default="runs/quickstart", help="working folder")
+    p.add_argument(
+        "--codec",
+        default=str(SHIPPED_CODEC),
+        help="codec name or saved codec dir (default: the shipped 16 kHz speech codec)",
+    )
+    p.add_argument(
+        "--shared", default="../shared/data", help="folder of the real recordings shipped with the repo"
+    )
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of offline speech to synthesise")
+    p.add_argument("--max-steps", type=int, default=600, help="training steps (the cosine schedule's length)")
+    p.add_argument("--train-minutes", type=int, default=12, help="stop training after this many minutes")
+    p.add_argument("--eval-limit", type=int, default=40, help="held-out records per ASR test split")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_quickstart)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
@@ -219,6 +318,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train_tokenizer,
     _add_inference,
     _add_eval,
+    _add_quickstart,
 ]
 
 

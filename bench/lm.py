@@ -12,18 +12,12 @@ THRESHOLD_), so the RSS peak above the start of each measurement is that measure
 
 from __future__ import annotations
 
-import os
-import sys
-
-# `python bench/lm.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the standard
-# library's tokenize module (imported by torch). Drop that entry before anything else is imported.
-# ruff: noqa: E402
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import gc
+import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable

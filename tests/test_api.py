@@ -85,3 +85,29 @@ def test_cli_commands(digits_model, encodec_24k_checkpoint, shared_data, tmp_pat
     assert main(["sfx", "rain", "-o", str(out), "--model", str(digits_model)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("audiollm sfx: error:") and "not trained for sfx" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_quickstart_pipeline_end_to_end(tmp_path, shared_data, encodec_24k_checkpoint, monkeypatch):
+    """`audiollm quickstart` on a tiny budget: prepare, tokenise, train, evaluate, report, samples."""
+    from audiollm.cli import main
+    from tests.conftest import REPO
+
+    mini = tmp_path / "shared" / "fsdd_spoken_digits" / "recordings"
+    mini.mkdir(parents=True)
+    for take in (0, 1, 5, 6):
+        for d in range(10):
+            name = f"{d}_theo_{take}.wav"
+            (mini / name).symlink_to(shared_data / "fsdd_spoken_digits" / "recordings" / name)
+    monkeypatch.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
+    monkeypatch.chdir(REPO)  # the recipe is read from the repository
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--out", str(out), "--codec", "encodec_24khz", "--shared", str(tmp_path / "shared")]
+    assert (
+        main([*argv, "--minutes", "0.2", "--max-steps", "2", "--train-minutes", "5", "--eval-limit", "3"])
+        == 0
+    )
+    report = (out / "REPORT.md").read_text()
+    assert "## ASR on fsdd/test" in report and "## TTS intelligibility" in report
+    assert (out / "model" / "model.safetensors").is_file() and list((out / "samples").glob("*.wav"))
+    assert (out / "eval" / "asr_fsdd_test.json").is_file()
