@@ -118,7 +118,8 @@ def get(name: str) -> Pattern:
 def _gather_time(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, K, N, *rest), idx (K, M) -> (B, K, M, *rest) with out[:, k, m] = x[:, k, idx[k, m]]."""
     B, K, _, *rest = x.shape
-    idx = idx.to(x.device).view(1, K, -1, *[1] * len(rest)).expand(B, K, -1, *rest)  # (B, K, M, *rest)
+    M = idx.shape[1]  # explicit: a -1 cannot be inferred when M == 0 (no steps, no frames)
+    idx = idx.to(x.device).view(1, K, M, *[1] * len(rest)).expand(B, K, M, *rest)  # (B, K, M, *rest)
     return x.gather(2, idx)
 
 

@@ -67,3 +67,11 @@ def test_codebooks_at_matches_the_start_of_a_built_stream(name):
 def test_unknown_pattern_names_the_choices():
     with pytest.raises(ValueError, match="delay"):
         patterns.get("zigzag")
+
+
+@pytest.mark.parametrize("name", ["delay", "flatten", "parallel"])
+def test_empty_streams_revert_to_no_frames(name):
+    """A generation that wrote no audio step (or fewer than one complete frame) reverts to zero frames."""
+    for S in (0, 1, 2):
+        frames = patterns.revert(torch.zeros(1, 3, S, dtype=torch.long), name)
+        assert frames.shape == (1, 3, patterns.get(name).num_frames(S, 3))
