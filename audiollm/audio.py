@@ -105,7 +105,7 @@ def save(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> 
 
 def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """Band-limited resampling of `[..., N]` float audio; a no-op when the rates match."""
-    if orig_sr == new_sr:
+    if orig_sr == new_sr or wav.shape[-1] == 0:  # torchaudio cannot reshape an empty signal
         return wav
     return AF.resample(wav, orig_sr, new_sr)
 

@@ -40,6 +40,7 @@ def test_channels_and_resample(tmp_path):
     mono, sr = audio.load(path, sample_rate=16000, channels=1)
     assert mono.shape == (1, 8000) and sr == 16000
     assert audio.to_channels(mono, 2).shape == (2, 8000)
+    assert audio.resample(torch.zeros(1, 0), 24000, 16000).shape == (1, 0)  # e.g. a TTS that stopped at once
 
 
 def test_segment_and_real_sphere(shared_data):
