@@ -238,13 +238,14 @@ def _quickstart(args: argparse.Namespace) -> int:
         data_prep.prepare(corpus, src, out / "data" / name, **options)
     splits = {name: sorted((out / "data" / name).glob("*.jsonl")) for name in corpora}
     fit = {name: [m for m in ms if m.stem in ("train", "valid")] for name, ms in splits.items()}
+    codec = _quickstart_codec(args, out, [m for m in fit["speech"] if m.stem == "train"])
     for name, manifests in (
         ("speech", fit["speech"] + fit["fsdd"]),
         ("music", fit["music"]),
         ("sfx", fit["sfx"]),
     ):
         print(f"[quickstart] tokenize {name}")
-        print(tokenize_manifest(manifests, out / "tok" / name, args.codec).describe())
+        print(tokenize_manifest(manifests, out / "tok" / name, codec).describe())
     texts = [t for ms in fit.values() for m in ms for r in read_manifest(m) for t in (r.text, r.caption) if t]
     train_sentencepiece(texts, 512, out / "tokenizer")
     sources = [
@@ -259,6 +260,28 @@ def _quickstart(args: argparse.Namespace) -> int:
     }  # fmt: skip
     fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)])
     return _quickstart_report(out, splits, AudioLM.from_pretrained(out / "model"), args.eval_limit)
+
+
+def _quickstart_codec(args: argparse.Namespace, out: Path, speech: list[Path]) -> str:
+    """The codec to tokenise with: `--codec`, or, while no trained codec ships with the package, one trained
+    here by `recipes/codec` for `--codec-minutes` on the corpus's speech (enough to run the pipeline, far
+    too little for good audio)."""
+    from audiollm.train.cli import fit_main
+
+    if Path(args.codec) != SHIPPED_CODEC or SHIPPED_CODEC.is_dir():
+        return args.codec
+    root = out / "codec"
+    if not (root / "checkpoints" / "codec" / "config.json").is_file():
+        print(
+            f"[quickstart] no shipped codec: training recipes/codec for {args.codec_minutes} min into {root}"
+        )
+        overrides = {
+            "--data.train_manifests": json.dumps([str(m) for m in speech]),
+            "--trainer.default_root_dir": str(root), "--checkpoint.dirpath": str(root / "checkpoints"),
+            "--trainer.max_time": f"00:00:{args.codec_minutes:02d}:00",
+        }  # fmt: skip
+        fit_main(["--config", "recipes/codec/config.yaml", *(x for kv in overrides.items() for x in kv)])
+    return str(root / "checkpoints" / "codec")
 
 
 def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
@@ -303,6 +326,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
         "--shared", default="../shared/data", help="folder of the real recordings shipped with the repo"
     )
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of offline speech to synthesise")
+    p.add_argument("--codec-minutes", type=int, default=5, help="codec training when no codec ships")
     p.add_argument("--max-steps", type=int, default=600, help="training steps (the cosine schedule's length)")
     p.add_argument("--train-minutes", type=int, default=12, help="stop training after this many minutes")
     p.add_argument("--eval-limit", type=int, default=40, help="held-out records per ASR test split")
