@@ -41,7 +41,12 @@ def _add_tokenize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bandwidth", type=float, help="EnCodec bandwidth in kbps (chooses the number of codebooks)"
     )
-    p.add_argument("--batch-seconds", type=float, default=80.0, help="audio per encoder batch (seconds)")
+    p.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=None,
+        help="padded audio per encoder batch, seconds (default: 80 on CUDA, one clip at a time on CPU)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the codec")
     p.add_argument("--out", required=True, help="output folder for shards and index.jsonl")
     p.set_defaults(func=_tokenize)

@@ -168,7 +168,7 @@ def tokenize_manifest(
     codec: str | Path | Codec,
     checkpoint: str | Path | None = None,
     bandwidth: float | None = None,
-    batch_seconds: float = 80.0,
+    batch_seconds: float | None = None,
     shard_seconds: float = 3600.0,
     min_seconds: float = 0.1,
     device: str = "cpu",
@@ -176,6 +176,7 @@ def tokenize_manifest(
     """Encode every record of `manifest` (one or several JSONL files) with `codec` into shards under `out`.
 
     Bad audio never stops the run: it is listed in rejects.jsonl. A rerun keeps finished shards.
+    `batch_seconds` bounds a batch's padded audio (None: batches on CUDA, one clip at a time on CPU).
     """
     manifests = manifest if isinstance(manifest, list) else [manifest]
     records = [
@@ -192,6 +193,10 @@ def tokenize_manifest(
             options["bandwidth"] = bandwidth
         codec = load_codec(codec, **options)
     _check_same_codec(out / "codec.json", _codec_description(codec, name))
+    if (
+        batch_seconds is None
+    ):  # on CPU, one clip at a time is 2x faster (BENCHMARKS.md); GPUs gain from batches
+        batch_seconds = 80.0 if str(getattr(codec, "device", device)).startswith("cuda") else 0.0
 
     sized, rejects = _measure(records)
     shards = plan_shards(sized, shard_seconds)
