@@ -139,3 +139,25 @@ def test_kill_while_checkpointing_keeps_a_loadable_checkpoint(tmp_path, digits_t
     cli.trainer.callbacks.append(StopAt(start + 2))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path="last")
     assert cli.trainer.global_step == start + 2
+
+
+def test_fit_starts_from_a_converted_pythia(tmp_path, digits_tokenized):
+    """init_from a `audiollm convert gpt-neox` directory, with its tokenizer: the trunk starts from it."""
+    from audiollm.cli import main
+    from tests.test_convert import save_tiny_neox
+
+    save_tiny_neox(tmp_path / "pythia")
+    converted = tmp_path / "converted"
+    assert (
+        main(
+            ["convert", "gpt-neox", str(tmp_path / "pythia"), "--out", str(converted), "--num-codebooks", "2"]
+        )
+        == 0
+    )
+    config = write_config(tmp_path, digits_tokenized, "pythia", max_steps=2)
+    args = ["--config", str(config), "--model.init_from", str(converted), "--data.tokenizer", str(converted)]
+    assert fit_main([*args, "--data.tokenizer_kind", "hf"]) == 0
+    before = load_file(converted / "model.safetensors")
+    after = load_file(tmp_path / "pythia" / "model" / "model.safetensors")
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all(torch.allclose(before[k], after[k], atol=0.05) for k in before)
