@@ -128,3 +128,14 @@ def digits_model(tmp_path_factory, digits_tokenized) -> Path:
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     assert fit_main(["--config", str(root / "config.yaml")]) == 0
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def lm(digits_model, encodec_24k_checkpoint):
+    """`AudioLM` over `digits_model`. Its checkpoint names its codec (encodec_24khz); offline, the weights
+    come from the environment, as a user would supply them."""
+    from audiollm import AudioLM
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
+        yield AudioLM.from_pretrained(digits_model)

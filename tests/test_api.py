@@ -4,14 +4,6 @@ import pytest
 from audiollm import AudioLM, audio
 
 
-@pytest.fixture(scope="module")
-def lm(digits_model, encodec_24k_checkpoint):
-    # The checkpoint names its codec (encodec_24khz); offline, the weights come from the environment.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
-        yield AudioLM.from_pretrained(digits_model)
-
-
 def test_transcribe_paths_arrays_and_long_audio(lm, shared_data):
     clip = shared_data / "fsdd_spoken_digits" / "recordings" / "3_theo_40.wav"
     text = lm.transcribe(clip)

@@ -1,15 +1,8 @@
 import pytest
 
-from audiollm import AudioLM, audio
+from audiollm import audio
 from audiollm.data.manifest import Record
 from audiollm.eval.asr import error_rates, evaluate_asr, normalize
-
-
-@pytest.fixture(scope="module")
-def lm(digits_model, encodec_24k_checkpoint):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
-        yield AudioLM.from_pretrained(digits_model)
 
 
 def digit_records(shared_data, names):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiollm import AudioLM, audio
+from audiollm import audio
 from audiollm.data.manifest import Record
 from audiollm.eval.asr import error_rates
 from audiollm.eval.tts import Recognizer, evaluate_tts
@@ -24,13 +24,6 @@ def flite(text: str, path) -> str:
 @pytest.fixture(scope="module")
 def judge():
     return Recognizer()
-
-
-@pytest.fixture(scope="module")
-def lm(digits_model, encodec_24k_checkpoint):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
-        yield AudioLM.from_pretrained(digits_model)
 
 
 def test_recognizer_hears_flite_speech(judge, tmp_path):
