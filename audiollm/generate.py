@@ -122,22 +122,26 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def decode_step(model, text, audio, is_audio, pos, slots, valid, cache: KVCache | None):
+def decode_step(
+    model, text, audio, is_audio, pos, slots, valid, cache: KVCache | None, audio_heads: bool = True
+):
     """Run positions text (B, S), audio (B, S, K), is_audio (B, S) at RoPE positions pos (B, S) and cache
     slots (S,), attending to the slots where valid (B, L) is True. Returns the last position's logits:
-    text (B, text_vocab_size), audio (B, K, audio_card)."""
+    text (B, text_vocab_size), audio (B, K, audio_card), or None for audio when `audio_heads` is False
+    (no row is in an audio segment: the K audio heads, as large as the text head, are skipped)."""
     mask = attention_mask(valid, slots)  # (B, 1, S, L)
     h = model.trunk(model.embed(text, audio, is_audio), pos=pos, mask=mask, cache=cache, slots=slots)
-    text_logits, audio_logits = model.heads(h[:, -1:])
-    return text_logits[:, 0], audio_logits[:, 0]
+    text_logits, audio_logits = model.heads(h[:, -1:], audio=audio_heads)
+    return text_logits[:, 0], None if audio_logits is None else audio_logits[:, 0]
 
 
-def prefill(model, text, audio, is_audio, valid, cache: KVCache | None):
+def prefill(model, text, audio, is_audio, valid, cache: KVCache | None, audio_heads: bool = True):
     """Run a left-padded prompt batch (see `collate`; valid (B, S) is False at padding) into cache slots
     0..S-1. Returns the last position's logits, as `decode_step`."""
     S = text.shape[1]
     pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S) positions count real tokens only
-    return decode_step(model, text, audio, is_audio, pos, torch.arange(S, device=text.device), valid, cache)
+    slots = torch.arange(S, device=text.device)
+    return decode_step(model, text, audio, is_audio, pos, slots, valid, cache, audio_heads)
 
 
 @dataclass
@@ -156,7 +160,15 @@ def _guide(
     """Classifier-free guidance: rows [0, B) are conditional, [B, 2B) unconditional; mix them."""
     if logits[0].shape[0] == B:
         return logits
-    return tuple(u + scale * (c - u) for c, u in (x.split(B) for x in logits))
+    return tuple(_mix(x, B, scale) for x in logits)
+
+
+def _mix(x: torch.Tensor | None, B: int, scale: float) -> torch.Tensor | None:
+    """Rows [0, B) conditional, [B, 2B) unconditional -> uncond + scale * (cond - uncond); None stays None."""
+    if x is None:
+        return None
+    cond, uncond = x.split(B)
+    return uncond + scale * (cond - uncond)
 
 
 def _choose(
@@ -166,6 +178,11 @@ def _choose(
     allowed = torch.where(rows.in_audio[:, None], rules["audio_mode"], rules["text_mode"])  # (B, V)
     allowed[:, rules["eos_id"]] &= eos_ok
     tok = sample(text_logits.masked_fill(~allowed, float("-inf")), sampling, generator)  # (B,)
+    if audio_logits is None:  # no row is in audio mode: no frame this step
+        codes = rules["active"].new_full(
+            (len(tok), rules["active"].shape[1]), int(rules["empty"]), dtype=torch.long
+        )
+        return torch.where(rows.done, rules["pad"], tok), codes, torch.zeros_like(rows.done)
     B, K, C = audio_logits.shape
     real = audio_logits.clone()
     real[..., rules["empty"]] = float("-inf")  # a sampled code is always a real code
@@ -270,7 +287,10 @@ def generate(
     cache = KVCache(model.config, R, L, next(model.parameters()).dtype, device) if use_cache else None
     step_fn = torch.compile(decode_step) if compile else decode_step
     slots = torch.arange(L, device=device)
-    logits = prefill(model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, :S], cache)
+    # The K audio heads (as large as the text head) run only while some row is in an audio segment.
+    logits = prefill(
+        model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, :S], cache, bool(rows.in_audio.any())
+    )
     saved = []
     for i in range(max_new_tokens):
         mixed = _guide(logits, B, guidance_scale)
@@ -288,7 +308,7 @@ def generate(
         hi = L if compile else j + 1  # keys: the filled slots; a compiled step keeps static shapes instead
         fn = step_fn if use_cache else decode_step
         inputs = (x[:, lo : j + 1] for x in (text, audio, is_audio, pos))
-        logits = fn(model, *inputs, slots[lo : j + 1], valid[:, :hi], cache)
+        logits = fn(model, *inputs, slots[lo : j + 1], valid[:, :hi], cache, bool(rows.in_audio.any()))
     rows.lengths = torch.where(rows.done, rows.lengths, i + 1)
     n = int(rows.lengths.max())
     out = (text[:B, S : S + n], audio[:B, S : S + n], is_audio[:B, S : S + n])

@@ -289,9 +289,11 @@ class AudioLanguageModel(nn.Module):
             x = block(x, cos, sin, mask, cache, i, slots)
         return self.norm(x)
 
-    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, S, d) -> text logits (B, S, text_vocab_size), audio logits (B, S, K, audio_card)."""
+    def heads(self, h: torch.Tensor, audio: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h (B, S, d) -> text logits (B, S, text_vocab_size), audio logits (B, S, K, audio_card) or None."""
         v = self.config.vocab
+        if not audio:
+            return self.text_head(h), None
         return self.text_head(h), self.audio_heads(h).unflatten(-1, (v.num_codebooks, v.audio_card))
 
     def forward(self, text, audio=None, is_audio=None, **trunk_args) -> tuple[torch.Tensor, torch.Tensor]:
