@@ -128,8 +128,6 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    import json
-
     from audiollm.api import AudioLM
 
     lm = AudioLM.from_pretrained(args.model, device=args.device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,8 +221,7 @@ def tokenize_manifest(
     summary.kept, summary.rejected = len(index), len(rejects)
     summary.frames = sum(r["frames"] for r in index)
     summary.seconds = summary.frames / codec.frame_rate
-    for r in rejects:
-        summary.reasons[r["reason"].split(" (")[0]] = summary.reasons.get(r["reason"].split(" (")[0], 0) + 1
+    summary.reasons = dict(Counter(r["reason"].split(" (")[0] for r in rejects))  # reason without its detail
     return summary
 
 
