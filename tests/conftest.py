@@ -117,7 +117,7 @@ def digits_model(tmp_path_factory, digits_tokenized) -> Path:
         "seed_everything": 0,
         "model": {"preset": "debug", "lr": 3e-3, "warmup_steps": 2},
         "data": {
-            "sources": [{"path": str(tok), "tasks": {"asr": 1.0, "tts": 1.0, "music": 0.5, "continue": 0.5}}],
+            "sources": [{"path": str(tok), "tasks": {"asr": 1.0, "tts": 1.0, "music": 0.5, "sfx": 0.5, "continue": 0.5}}],
             "tokenizer": str(spm), "max_len": 96, "prompt_seconds": 0.5, "token_budget": 768,
             "valid_batches": 0, "num_workers": 0,
         },
