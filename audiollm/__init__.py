@@ -14,12 +14,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_codec": "audiollm.codecs",
     "AudioLM": "audiollm.api",
+    "compose": "audiollm.compose",
 }
-__all__ = ["AudioLM", "__version__", "load_codec"]
+__all__ = ["AudioLM", "__version__", "compose", "load_codec"]
 
 if TYPE_CHECKING:
     from audiollm.api import AudioLM
     from audiollm.codecs import load_codec
+    from audiollm.compose import compose
 
 
 def __getattr__(name: str):

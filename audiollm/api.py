@@ -156,40 +156,58 @@ class AudioLM:
 
     def synthesize(
         self,
-        text: str,
-        voice_prompt: AudioInput | None = None,
+        text: str | list[str],
+        voice_prompt: AudioInput | list[AudioInput | None] | None = None,
         max_seconds: float = 10.0,
         seed: int | None = None,
-    ) -> tuple[np.ndarray, int]:
-        """Text -> speech (float32 numpy, sample rate), in the voice of `voice_prompt` when given."""
+    ) -> tuple[np.ndarray, int] | list[tuple[np.ndarray, int]]:
+        """Text -> speech (float32 numpy, sample rate), in the voice of `voice_prompt` when given.
+        A list of texts (with one voice prompt for all, or a list of one each) is generated as one batch
+        and gives a list of results."""
         self._require("tts")
-        ids = self._text_ids(text, "text")
-        prompt_codes = None
-        if voice_prompt is not None:
-            prompt_codes = self._encode(voice_prompt, seconds=self.template.get("prompt_seconds", 3.0))
-        prompt = tasks.tts(self.vocab, self.pattern, ids, None, prompt_codes).prompt()
-        return self._decode(self._generate_audio([prompt], max_seconds, seed)[0])
+        texts = [text] if isinstance(text, str) else text
+        voices = voice_prompt if isinstance(voice_prompt, list) else [voice_prompt] * len(texts)
+        seconds = self.template.get("prompt_seconds", 3.0)
+        prompts = [
+            tasks.tts(self.vocab, self.pattern, self._text_ids(t, "text"), None,
+                      None if v is None else self._encode(v, seconds=seconds)).prompt()
+            for t, v in zip(texts, voices, strict=True)
+        ]  # fmt: skip
+        results = [self._decode(codes) for codes in self._generate_audio(prompts, max_seconds, seed)]
+        return results[0] if isinstance(text, str) else results
 
-    def _captioned(self, task: str, caption: str, duration: float, guidance_scale: float, seed: int | None):
+    def _captioned(
+        self, task: str, caption: str | list[str], duration: float, guidance_scale: float, seed: int | None
+    ):
         self._require(task)
-        ids = self._text_ids(caption, "caption")
-        cond = tasks.captioned(self.vocab, self.pattern, task, ids, None).prompt()
-        uncond = tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()
-        codes = self._generate_audio([cond], duration, seed, uncond=[uncond], guidance_scale=guidance_scale)[
-            0
-        ]
-        return self._decode(codes)
+        captions = [caption] if isinstance(caption, str) else caption
+        cond = [tasks.captioned(self.vocab, self.pattern, task, self._text_ids(c, "caption"), None).prompt()
+                for c in captions]  # fmt: skip
+        uncond = [tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()] * len(cond)
+        batch = self._generate_audio(cond, duration, seed, uncond=uncond, guidance_scale=guidance_scale)
+        results = [self._decode(codes) for codes in batch]
+        return results[0] if isinstance(caption, str) else results
 
     def generate_music(
-        self, caption: str, duration: float = 8.0, guidance_scale: float = 3.0, seed: int | None = None
+        self,
+        caption: str | list[str],
+        duration: float = 8.0,
+        guidance_scale: float = 3.0,
+        seed: int | None = None,
     ):
-        """Caption -> music (float32 numpy, sample rate), with classifier-free guidance."""
+        """Caption -> music (float32 numpy, sample rate), with classifier-free guidance; a list of captions
+        is generated as one batch and gives a list of results."""
         return self._captioned("music", caption, duration, guidance_scale, seed)
 
     def generate_sfx(
-        self, caption: str, duration: float = 4.0, guidance_scale: float = 3.0, seed: int | None = None
+        self,
+        caption: str | list[str],
+        duration: float = 4.0,
+        guidance_scale: float = 3.0,
+        seed: int | None = None,
     ):
-        """Caption -> sound effect (float32 numpy, sample rate), with classifier-free guidance."""
+        """Caption -> sound effect (float32 numpy, sample rate), with classifier-free guidance; a list of
+        captions is generated as one batch and gives a list of results."""
         return self._captioned("sfx", caption, duration, guidance_scale, seed)
 
     def continue_audio(self, clip: AudioInput, duration: float = 4.0, seed: int | None = None):

@@ -337,6 +337,37 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_quickstart)
 
 
+def _add_compose(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm import audio
+        from audiollm.compose import compose
+
+        result = compose(args.script, model=args.model, seed=args.seed, cache_dir=args.cache_dir,
+                         use_cache=not args.no_cache, device=args.device)  # fmt: skip
+        written = [audio.save(args.output, result.audio, result.sample_rate)]
+        if args.plot:
+            written.append(result.timeline(args.plot))
+        if args.save_script:
+            Path(args.save_script).write_text(json.dumps(result.script.to_dict(), indent=2) + "\n")
+            written.append(Path(args.save_script))
+        seconds = result.audio.shape[-1] / result.sample_rate
+        print(
+            f"wrote {', '.join(map(str, written))} ({len(result.script.elements)} elements, {seconds:.2f} s)"
+        )
+        return 0
+
+    p = sub.add_parser("compose", help="generate and mix a script of speech, music and sound effects")
+    p.add_argument("script", metavar="SCRIPT.json|PROMPT", help="a JSON script file, or a request in words")
+    p.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+    p.add_argument("--plot", help="also write the timeline picture (PNG) here")
+    p.add_argument("--save-script", help="also write the resolved script (every start and end) here")
+    p.add_argument("--seed", type=int, default=0, help="seed for reproducible generation")
+    p.add_argument("--cache-dir", help="generated-clip cache (default: ~/.cache/audiollm/compose)")
+    p.add_argument("--no-cache", action="store_true", help="generate every element afresh")
+    _model_arg(p)
+    p.set_defaults(func=run)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
@@ -346,6 +377,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inference,
     _add_eval,
     _add_quickstart,
+    _add_compose,
 ]
 
 
