@@ -1,8 +1,8 @@
 """The mixer: clips on a timeline -> one track, mixed as an engineer would.
 
-Per clip: resample to the track's rate, fit to its span (music loops with a crossfade, other clips are
-padded or cut), fade in/out (raised cosine), normalise integrated loudness (ITU-R BS.1770, LUFS) to its
-target. Then background clips duck under speech (a side-chain keyed by the speech: gain ramps down by
+Per clip: resample to the track's rate, remove DC offset, normalise integrated loudness (ITU-R BS.1770, LUFS) to its
+target, fit to its span (music loops with a crossfade, other clips are padded or cut), fade in/out
+(raised cosine). Then background clips duck under speech (a side-chain keyed by the speech: gain ramps down by
 `duck_depth_db` over `duck_attack` seconds ahead of speech, holds through short pauses, and ramps back
 over `duck_release`), everything is summed, and a look-ahead true-peak limiter (peaks measured at 4x
 oversampling) keeps the track at or below `ceiling_dbtp`.
@@ -16,10 +16,12 @@ import numpy as np
 import pyloudnorm
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 
 from audiollm import audio
 
 CONTROL_RATE = 100  # ducking gain is computed per 10 ms block, then interpolated per sample
+DC_CUTOFF = 20.0  # Hz: each clip is high-passed here first
 LOUDNESS_BLOCK = 0.4  # seconds: BS.1770's gating block; shorter clips are measured tiled to this length
 
 
@@ -68,13 +70,27 @@ def mix(clips: list[Clip], sample_rate: int, settings: MixSettings = MixSettings
 
 
 def prepare(clip: Clip, sample_rate: int, n: int, channels: int, crossfade: float) -> np.ndarray:
-    """A clip resampled, fitted to n samples (loops crossfaded over `crossfade` seconds, at most a quarter
-    of the clip), faded and normalised to its loudness target: float32 (channels, n)."""
+    """A clip resampled, normalised to its loudness target (measured on what is heard of it, before any
+    padding or looping), fitted to n samples (loops crossfaded over `crossfade` seconds, at most a quarter
+    of the clip) and faded: float32 (channels, n)."""
     wav = torch.from_numpy(np.atleast_2d(clip.audio).astype(np.float32))  # (C, M)
-    wav = audio.to_channels(audio.resample(wav, clip.sample_rate, sample_rate), channels).numpy()
+    wav = audio.to_channels(audio.resample(wav, clip.sample_rate, sample_rate), channels)[:, :n]
+    wav = normalize_loudness(remove_dc(wav, sample_rate).numpy(), sample_rate, clip.volume_db)
     wav = fit_length(wav, n, clip.loop, min(round(crossfade * sample_rate), wav.shape[-1] // 4))
-    wav = fade(wav, round(clip.fade_in * sample_rate), round(clip.fade_out * sample_rate))
-    return normalize_loudness(wav, sample_rate, clip.volume_db)
+    return fade(wav, round(clip.fade_in * sample_rate), round(clip.fade_out * sample_rate))
+
+
+def remove_dc(wav: torch.Tensor, sample_rate: int, cutoff: float = DC_CUTOFF) -> torch.Tensor:
+    """(C, N) without its mean and below-`cutoff` drift (a 2nd-order high-pass): an offset is inaudible
+    but would take headroom, and the K-weighted loudness meter ignores it."""
+    if wav.shape[-1] == 0:
+        return wav
+    w0 = 2 * np.pi * cutoff / sample_rate
+    alpha, cos = np.sin(w0) / np.sqrt(2), np.cos(w0)  # Butterworth: Q = 1/sqrt(2)
+    b = torch.tensor([(1 + cos) / 2, -(1 + cos), (1 + cos) / 2], dtype=torch.float64)
+    a = torch.tensor([1 + alpha, -2 * cos, 1 - alpha], dtype=torch.float64)
+    centred = (wav - wav.mean(dim=-1, keepdim=True)).double()
+    return AF.lfilter(centred, a, b, clamp=False).float()  # torchaudio's biquad helpers clamp to [-1, 1]
 
 
 def fit_length(wav: np.ndarray, n: int, loop: bool, crossfade: int) -> np.ndarray:

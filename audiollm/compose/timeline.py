@@ -24,7 +24,7 @@ def plot_timeline(script: ResolvedScript, wav: np.ndarray, sample_rate: int, pat
     for i, (e, (start, end)) in enumerate(zip(script.elements, script.spans, strict=True)):
         lanes.barh(i, max(end - start, 1e-3), left=start, height=0.7, color=COLORS[e.type], alpha=0.85)
         lanes.text(start + 0.02, i, f" {e.prompt_text}", va="center", fontsize=8, clip_on=True)
-    lanes.set_yticks(range(n), [f"{i}: {e.type} ({e.layout[:2]})" for i, e in enumerate(script.elements)])
+    lanes.set_yticks(range(n), [f"{i}: {e.type} ({e.layout[0]}g)" for i, e in enumerate(script.elements)])
     lanes.invert_yaxis()
     lanes.set_title("elements")
     mono = np.atleast_2d(wav).mean(axis=0)
