@@ -93,3 +93,21 @@ def test_bad_saved_config_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "n_filters": 8}))
     with pytest.raises(CodecError, match="weights do not match"):
         load_codec(tmp_path)
+
+
+def test_init_scales_keeps_the_signal_alive_through_the_codec(speech_file):
+    """Default init shrinks the signal ~2x a layer; after init_scales the latent varies in time and the
+    decoder's output has the input's level."""
+    from audiollm import audio
+
+    wav, _ = audio.load(speech_file, 16000, 1, duration=1.0)
+    x = wav[None]  # (1, 1, N)
+    codec = NativeCodec(NativeCodecConfig(n_filters=8, lstm_layers=1, dimension=16, num_codebooks=2))
+    before = codec.encoder(x).std(-1).mean()
+    codec.init_scales(x)
+    with torch.no_grad():
+        latent = codec.encoder(x)  # (1, D, T)
+        out = codec.decoder(latent)
+    assert latent.std(-1).mean() > 20 * before
+    assert latent.std(-1).mean() > 0.3
+    assert float(out.std()) == pytest.approx(float(x.std()), rel=0.05)

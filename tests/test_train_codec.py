@@ -78,6 +78,17 @@ def test_the_discriminator_trains_alongside(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "codec" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_autoencoder_warmup_then_kmeans_on_trained_latents(tmp_path):
+    import csv
+
+    assert fit_main(recipe_args(tmp_path, trainer__max_steps=3, model__autoencoder_steps=2)) == 0
+    (metrics,) = (tmp_path / "run").rglob("metrics.csv")
+    used = [float(r["train/codebooks"]) for r in csv.DictReader(metrics.open()) if r.get("train/codebooks")]
+    assert used[:2] == [0.0, 0.0] and used[-1] >= 1  # two unquantised steps, then RVQ
+    assert load_codec(tmp_path / "run" / "checkpoints" / "codec").initialised
+
+
 def test_quantizer_dropout_changes_the_number_of_codebooks():
     torch.manual_seed(0)
     config = NativeCodecConfig(**PRESETS["tiny"])

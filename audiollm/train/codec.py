@@ -41,7 +41,9 @@ class LossWeights:
 class CodecModule(L.LightningModule):
     """Trains a `NativeCodec`; the discriminator (multi-scale STFT) is optional.
 
-    Codebooks are k-means initialised on the first `kmeans_batches` batches (no optimiser step until then).
+    The first batch sets the convolutions' scales (`NativeCodec.init_scales`). The first
+    `autoencoder_steps` steps train encoder and decoder without quantisation; the codebooks are then k-means
+    initialised on the latents of the next `kmeans_batches` batches (no optimiser step meanwhile).
     With quantiser dropout, a step uses a random K' in [min_codebooks, K] codebooks with probability
     `quantizer_dropout`, so one model serves several bitrates.
     """
@@ -56,6 +58,7 @@ class CodecModule(L.LightningModule):
         quantizer_dropout: float = 0.5,
         min_codebooks: int = 1,
         kmeans_batches: int = 4,
+        autoencoder_steps: int = 0,
         discriminator: bool = False,
         discriminator_filters: int = 32,
         discriminator_start_step: int = 0,
@@ -73,6 +76,7 @@ class CodecModule(L.LightningModule):
             else None
         )
         self._kmeans_buffer: list[torch.Tensor] = []
+        self._scaled = False  # set by init_scales on the first batch of a run that starts from step 0
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
@@ -89,11 +93,17 @@ class CodecModule(L.LightningModule):
         return K
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        if not self.codec.initialised:
+        if self.global_step == 0 and not self._scaled:
+            self.codec.init_scales(batch)
+            self._scaled = True
+        if self.global_step < self.hparams.autoencoder_steps:
+            n_q, recon, commit = 0, self.codec.decoder(self.codec.encoder(batch)), batch.new_zeros(())
+        elif not self.codec.initialised:
             self._collect_for_kmeans(batch)
             return
-        n_q = self.sample_num_codebooks()
-        recon, _, commit = self.codec(batch, n_q)
+        else:
+            n_q = self.sample_num_codebooks()
+            recon, _, commit = self.codec(batch, n_q)
         terms = {
             "mel": self.mel_loss(recon, batch),
             "stft": self.stft_loss(recon, batch),

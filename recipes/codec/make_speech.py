@@ -2,7 +2,7 @@
 
     python recipes/codec/make_speech.py --data ../shared/data --out runs/codec_data
 
-Writes `train.jsonl` and `heldout.jsonl`. Held out (never in train): LJ001-0025..0032 (real audio) and
+Writes `train.jsonl` (with 600 Free Spoken Digit training takes) and `heldout.jsonl`. Held out (never in train): LJ001-0025..0032 (real audio) and
 their sentences spoken by flite's `slt` voice (no voice speaks those sentences in train).
 """
 
@@ -113,7 +113,13 @@ def real_speech(data: Path) -> tuple[list[dict], list[dict]]:
     )
     an4 = sorted((data / "mini_an4" / "an4" / "wav").rglob("*.sph"))
     train += [{"id": p.name, "audio": str(p)} for p in misc + an4]
-    return [dict(row, id=f"{row['id']}#{r}") for row in train for r in range(REAL_REPEATS)], heldout
+    # every third FSDD training take (5-49; takes 0-4 are its test set): 8 kHz telephone-band speech
+    recordings = sorted((data / "fsdd_spoken_digits" / "recordings").glob("*.wav"))  # DIGIT_SPEAKER_TAKE.wav
+    digits = [p for p in recordings if int(p.stem.split("_")[2]) >= 5 and int(p.stem.split("_")[2]) % 3 == 0]
+    repeated = [dict(row, id=f"{row['id']}#{r}") for row in train for r in range(REAL_REPEATS)]
+    return repeated + [
+        {"id": p.stem, "audio": str(p), "speaker": p.stem.split("_")[1]} for p in digits
+    ], heldout
 
 
 def synthetic_speech(texts: dict[str, str], heldout_texts: dict[str, str], out: Path) -> tuple[list, list]:
