@@ -84,7 +84,7 @@ def compose(
     cache = ClipCache(cache_dir or default_cache_dir()) if use_cache and seed is not None else None
     make = ElementGenerator(lm, script, seed, guidance_scale, cache)
     clips = make([i for i, e in enumerate(script.elements) if e.type == "speech"], {})
-    resolved = resolve(script, {i: len(wav) / sr for i, (wav, sr) in clips.items()})
+    resolved = resolve(script, {i: wav.shape[-1] / sr for i, (wav, sr) in clips.items()})
     seconds = {i: end - start for i, (start, end) in enumerate(resolved.spans)}
     clips |= make([i for i, e in enumerate(script.elements) if e.type != "speech"], seconds)
     layers = [_clip(e, clips[i], resolved.spans[i]) for i, e in enumerate(script.elements)]
