@@ -327,6 +327,7 @@ class AudioLanguageModel(nn.Module):
         with torch.device("meta"):
             model = cls(config)
         state = load_file(str(path / "model.safetensors"), device=str(device))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # shipped as fp16
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         missing = [k for k in missing if not (config.tie_embeddings and k == "text_head.weight")]
         if missing or unexpected:

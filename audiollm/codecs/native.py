@@ -26,6 +26,8 @@ from audiollm.codecs.rvq import init_codebook_
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TRAINING_BUFFERS = ("embed_avg", "cluster_size")
+"""EMA statistics that only training updates; an inference-only export may leave them out."""
 
 
 @dataclass
@@ -220,9 +222,12 @@ class NativeCodec(nn.Module):
             )
         codec = cls(config, num_codebooks)
         try:
-            codec.load_state_dict(load_file(str(weights)))
+            missing, unexpected = codec.load_state_dict(load_file(str(weights)), strict=False)
         except RuntimeError as e:
             raise CodecError(f"{weights}: weights do not match {directory / CONFIG_FILE} ({e})") from None
+        if unexpected or any(not k.endswith(TRAINING_BUFFERS) for k in missing):
+            raise CodecError(f"{weights}: weights do not match {directory / CONFIG_FILE} "
+                             f"(missing {missing}, unexpected {unexpected})")  # fmt: skip
         return codec.to(device).eval()
 
     def _check_initialised(self) -> None:
