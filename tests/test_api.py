@@ -32,8 +32,9 @@ def test_synthesize_music_and_continue_return_audio(lm, shared_data):
 def test_errors_name_the_problem(lm):
     with pytest.raises(FileNotFoundError, match="unknown model 'nope': not one of tiny"):
         AudioLM.from_pretrained("nope")
-    with pytest.raises(ValueError, match="was not trained for sfx"):
-        lm.generate_sfx("rain", duration=0.2)
+    speech_only = AudioLM(lm.model, lm.tokenizer, lm.codec, lm.config | {"tasks": ["asr", "tts"]}, "digits")
+    with pytest.raises(ValueError, match=r"model 'digits' was not trained for sfx \(its tasks: asr, tts\)"):
+        speech_only.generate_sfx("rain", duration=0.2)
     with pytest.raises(ValueError, match=r"text is too long: \d+ tokens, the limit of this model is 24"):
         lm.synthesize("one two three " * 20)
     with pytest.raises(ValueError, match="text is empty"):
@@ -74,9 +75,11 @@ def test_cli_commands(digits_model, encodec_24k_checkpoint, shared_data, tmp_pat
         main(["continue", str(clip), "--duration", "0.2", "-o", str(out), "--model", str(digits_model)]) == 0
     )
     capsys.readouterr()
-    assert main(["sfx", "rain", "-o", str(out), "--model", str(digits_model)]) == 1
+    assert main(["sfx", "rain", "--duration", "0.2", "-o", str(out), "--model", str(digits_model)]) == 0
+    capsys.readouterr()
+    assert main(["sfx", "  ", "-o", str(out), "--model", str(digits_model)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("audiollm sfx: error:") and "not trained for sfx" in err and "\n" not in err
+    assert err.startswith("audiollm sfx: error:") and "caption is empty" in err and "\n" not in err
 
 
 @pytest.mark.slow
