@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := espeak-ng flite sox ffmpeg fluidsynth fluid-soundfont-gm wordnet-base
+DEBS := espeak-ng flite sox ffmpeg fluidsynth fluid-soundfont-gm wordnet-base chromium
 
 .PHONY: setup debs test lint quickstart clean
 
@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[demo,dev]'
 	touch $(STAMP)
 
-# Debian tools used by data_prep (speech, music rendering) and by the Opus reference codec.
+# Debian tools used by data_prep (speech, music rendering), by the Opus reference codec, and (chromium) by
+# the demo's browser test.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -337,6 +337,23 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_quickstart)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from demos import app  # a leaf package beside audiollm (it imports gradio): loaded only here
+        except ModuleNotFoundError as e:
+            raise RuntimeError(f"the demo needs {e.name}: pip install -e '.[demo]'") from None
+        app.serve(args.model, host=args.host, port=args.port, share=args.share, device=args.device)
+        return 0
+
+    p = sub.add_parser("demo", help="launch the Gradio demo: transcribe, speak, music and sound, compose")
+    _model_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the network)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.set_defaults(func=run)
+
+
 def _add_compose(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from audiollm import audio
@@ -377,6 +394,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_inference,
     _add_eval,
     _add_quickstart,
+    _add_demo,
     _add_compose,
 ]
 
