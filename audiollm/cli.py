@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-SHIPPED_CODEC = Path(__file__).resolve().parent / "assets" / "codec_speech16k"
+SHIPPED_CODEC = Path(__file__).resolve().parent / "assets" / "tiny" / "codec"  # the codec of `tiny`
 
 
 def _tokenize(args: argparse.Namespace) -> int:
@@ -290,6 +290,7 @@ def _quickstart_codec(args: argparse.Namespace, out: Path, speech: list[Path]) -
 def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
     """Evaluate the trained model on held-out splits, write samples and REPORT.md beside it."""
     from audiollm import audio
+    from audiollm.api import PRETRAINED, AudioLM
     from audiollm.data.manifest import read_manifest
     from audiollm.eval.suite import evaluate
 
@@ -303,12 +304,18 @@ def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
     report = evaluate("tts", speech_test, out / "model", limit=max(1, limit // 5))
     report.write(out / "eval" / "tts_speech_test.json")
     lines += ["## TTS intelligibility (pocketsphinx) on speech/test\n", "```", report.table(), "```\n"]
-    lines.append("## Samples\n")
-    for i, record in enumerate(list(read_manifest(speech_test))[:3]):
-        wav, sr = lm.synthesize(record.text, seed=i)
-        path = audio.save(out / "samples" / f"tts_{i}.wav", wav, sr)
-        heard = lm.transcribe(record.audio)
-        lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
+    examples = list(read_manifest(speech_test))[:3]
+    models = {"this run's model": (lm, "tts")}
+    if (PRETRAINED["tiny"] / "config.json").is_file():
+        models["the shipped `tiny`"] = (AudioLM.from_pretrained("tiny"), "tiny_tts")
+    for title, (model, prefix) in models.items():
+        lines.append(f"## Samples: {title}, on held-out sentences\n")
+        for i, record in enumerate(examples):
+            wav, sr = model.synthesize(record.text, seed=i)
+            path = audio.save(out / "samples" / f"{prefix}_{i}.wav", wav, sr)
+            heard = model.transcribe(record.audio)
+            lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
+        lines.append("")
     report_path = out / "REPORT.md"
     report_path.write_text("\n".join(lines) + "\n")
     print(f"[quickstart] wrote {report_path}")

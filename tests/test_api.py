@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from audiollm import AudioLM, audio
+from audiollm.api import PRETRAINED
 
 
 def test_transcribe_paths_arrays_and_long_audio(lm, shared_data):
@@ -106,3 +107,6 @@ def test_quickstart_pipeline_end_to_end(tmp_path, shared_data, encodec_24k_check
     assert "## ASR on fsdd/test" in report and "## TTS intelligibility" in report
     assert (out / "model" / "model.safetensors").is_file() and list((out / "samples").glob("*.wav"))
     assert (out / "eval" / "asr_fsdd_test.json").is_file()
+    assert "## Samples: this run's model" in report
+    if (PRETRAINED["tiny"] / "config.json").is_file():  # the shipped model speaks and listens beside it
+        assert "## Samples: the shipped `tiny`" in report and list((out / "samples").glob("tiny_tts_*.wav"))
