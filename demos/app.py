@@ -20,7 +20,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from audiollm import audio, compose
+from audiollm import audio
+from audiollm import compose as composition
 from audiollm.api import PRETRAINED, AudioLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,29 +145,36 @@ class Demo:
         if source == "prompt":
             if not prompt.strip():
                 raise ValueError("the prompt is empty: describe the scene, or compose from the script")
-            request = compose.plan(prompt)
+            request = composition.plan(prompt)
         else:
             request = _script(script)
         progress(0.0, desc=f"composing {len(request.elements)} elements")
-        piece = compose.compose(request, self.lm, _seed(seed))
+        piece = composition.compose(request, self.lm, _seed(seed))
         with tempfile.TemporaryDirectory() as tmp, Image.open(piece.timeline(Path(tmp) / "t.png")) as png:
             picture = png.copy()
         return _playable(piece.audio, piece.sample_rate), picture, piece.script.to_dict()
 
 
-def _script(text: str) -> compose.Script:
-    """The editor's JSON script. Voice prompts name files on the server: they are refused before any
-    path is looked at, so the page cannot probe the server's files."""
+def _script(text: str) -> composition.Script:
+    """The editor's JSON script, parsed here so that no text is taken for a file name: the page must not
+    reach the server's files. Voice prompts (recordings on the server) are refused for the same reason."""
     try:
-        voices = json.loads(text).get("voices") or {}
-    except (json.JSONDecodeError, AttributeError):
-        voices = {}  # load_script says what is wrong
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"the script is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f'the script must be a JSON object such as {{"elements": [...]}}, got {type(data).__name__}'
+        )
+    voices = data.get("voices")
     if isinstance(voices, dict) and any(isinstance(v, dict) and "prompt" in v for v in voices.values()):
         raise ValueError(
             "voice prompts are files on the server, which the demo does not read: remove 'prompt' from "
             "the voices, or run `audiollm compose` on your own machine"
         )
-    return compose.load_script(text)
+    return composition.load_script(data)
 
 
 def model_card(lm: AudioLM) -> str:
@@ -250,7 +258,7 @@ def _compose_tab(demo: Demo) -> None:
     _missing(demo.lm, "tts", "music", "sfx")
     source = gr.Radio(["prompt", "script"], value="script", label="Compose from")
     prompt = gr.Textbox(label="Prompt", placeholder="a news intro with calm music and a door bell")
-    script = gr.Code(json.dumps(compose.EXAMPLE_SCRIPT, indent=2), language="json", label="Script (JSON)")
+    script = gr.Code(json.dumps(composition.EXAMPLE_SCRIPT, indent=2), language="json", label="Script (JSON)")
     seed = gr.Number(0, precision=0, label="Seed")
     button = gr.Button("Compose", variant="primary")
     track = gr.Audio(label="Mixed track", type="numpy", interactive=False)

@@ -120,7 +120,7 @@ SCRIPT = {
 @pytest.mark.slow
 def test_compose_endpoint_mixes_a_script(client, lm, tmp_path):
     track, timeline, resolved = client.predict("script", "", json.dumps(SCRIPT), 0, api_name="/compose")
-    direct = demo_app.compose.compose(SCRIPT, lm, 0, cache_dir=tmp_path)
+    direct = demo_app.composition.compose(SCRIPT, lm, 0, cache_dir=tmp_path)
     assert resolved == json.loads(json.dumps(direct.script.to_dict()))
     wav, sr = read(track)
     assert (sr, len(wav)) == (direct.sample_rate, direct.audio.shape[-1])
@@ -128,6 +128,7 @@ def test_compose_endpoint_mixes_a_script(client, lm, tmp_path):
     errors = [
         (("prompt", "  ", "", 0), "the prompt is empty"),
         (("script", "", "{not json", 0), "not valid JSON"),
+        (("script", "", str(Path(__file__)), 0), "not valid JSON"),  # text, never a server file name
         (
             ("script", "", json.dumps(SCRIPT | {"voices": {"v": {"prompt": "/nonexistent.wav"}}}), 0),
             "voice prompts",
