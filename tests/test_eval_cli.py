@@ -1,6 +1,7 @@
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +94,12 @@ def test_eval_errors_are_one_line_and_name_the_problem(model_args, manifest, tmp
     assert code == 1
     assert err.startswith("audiollm eval: error:") and "no record has a non-empty 'text'" in err
     assert str(captions) in err and err.count("\n") == 1
-    code, _, err = run(["eval", "sfx", "--manifest", str(manifest), *model_args], capsys)
+    speech_only = Path(
+        shutil.copytree(model_args[1], tmp_path / "speech_only")
+    )  # the same model, told asr/tts only
+    config = json.loads((speech_only / "config.json").read_text())
+    (speech_only / "config.json").write_text(json.dumps(config | {"tasks": ["asr", "tts"]}))
+    code, _, err = run(["eval", "sfx", "--manifest", str(manifest), "--model", str(speech_only)], capsys)
     assert code == 1 and "not trained for sfx" in err
     code, _, err = run(["eval", "asr", "--manifest", str(tmp_path / "missing.jsonl"), *model_args], capsys)
     assert code == 1 and "manifest not found" in err
