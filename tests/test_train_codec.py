@@ -19,6 +19,7 @@ TINY = {
     "model.codec.codebook_size": 32,
     "model.codec.kmeans_iters": 2,
     "model.kmeans_batches": 1,
+    "model.autoencoder_steps": 0,
     "data.batch_size": 2,
     "data.segment_seconds": 0.2,
     "trainer.max_time": "null",
