@@ -26,6 +26,9 @@ class AudioError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+LOUDNESS_BLOCK = 0.4  # seconds: the gating block of ITU-R BS.1770
+
+
 def info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file (sample rate, channels, frames), checked for a usable sample rate."""
     path = Path(path)
@@ -125,6 +128,18 @@ def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
 def conform(wav: torch.Tensor, sample_rate: int, target_rate: int, channels: int) -> torch.Tensor:
     """Bring `[B, C, N]` audio at `sample_rate` to `target_rate` and `channels` (what a codec expects)."""
     return resample(to_channels(wav, channels), sample_rate, target_rate)
+
+
+def loudness(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float:
+    """BS.1770-4 integrated loudness (LUFS) of (C, N) audio, via pyloudnorm; -inf where it is undefined
+    (silence, every block gated away, or shorter than one 0.4 s gating block)."""
+    import pyloudnorm  # imports scipy: only when a loudness is measured
+
+    x = np.asarray(wav, dtype=np.float64)
+    if x.shape[-1] <= round(LOUDNESS_BLOCK * sample_rate) or not np.any(x):
+        return float("-inf")
+    with np.errstate(divide="ignore"):  # all blocks gated away: log10(0)
+        return float(pyloudnorm.Meter(sample_rate).integrated_loudness(x.T))  # (N, C) for pyloudnorm
 
 
 def _wav_header_rate(path: Path) -> int | None:

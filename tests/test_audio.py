@@ -104,3 +104,12 @@ def test_sample_rate_zero(tmp_path):
     path.write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
     with pytest.raises(AudioError, match=r"rate0\.wav: .*sample rate"):
         audio.load(path)
+
+
+def test_loudness_follows_bs1770_and_is_minus_inf_where_undefined():
+    t = torch.arange(48000) / 48000
+    sine = torch.sin(2 * torch.pi * 997 * t)[None]  # (1, N): a full-scale 997 Hz sine reads -3.01 LUFS
+    assert audio.loudness(sine, 48000) == pytest.approx(-3.01, abs=0.05)
+    assert audio.loudness(0.1 * sine, 48000) == pytest.approx(-23.01, abs=0.05)
+    assert audio.loudness(torch.zeros(1, 48000), 48000) == float("-inf")
+    assert audio.loudness(sine[:, :1000], 48000) == float("-inf")  # shorter than one gating block

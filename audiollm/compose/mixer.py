@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyloudnorm
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
@@ -22,7 +21,6 @@ from audiollm import audio
 
 CONTROL_RATE = 100  # ducking gain is computed per 10 ms block, then interpolated per sample
 DC_CUTOFF = 20.0  # Hz: each clip is high-passed here first
-LOUDNESS_BLOCK = 0.4  # seconds: BS.1770's gating block; shorter clips are measured tiled to this length
 
 
 @dataclass(frozen=True)
@@ -129,12 +127,10 @@ def fade(wav: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
 def loudness(wav: np.ndarray, sample_rate: int) -> float:
     """Integrated loudness (LUFS, BS.1770) of (C, N); clips under 0.4 s are measured tiled; -inf if silent."""
     N = wav.shape[-1]
-    if N == 0 or not np.any(wav):
+    if N == 0:
         return float("-inf")
-    block = round(LOUDNESS_BLOCK * sample_rate) + 1
-    data = np.tile(wav, (1, -(-block // N))) if N < block else wav
-    with np.errstate(divide="ignore"):
-        return float(pyloudnorm.Meter(sample_rate).integrated_loudness(data.T.astype(np.float64)))
+    block = round(audio.LOUDNESS_BLOCK * sample_rate) + 1
+    return audio.loudness(np.tile(wav, (1, -(-block // N))) if N < block else wav, sample_rate)
 
 
 def normalize_loudness(wav: np.ndarray, sample_rate: int, target_lufs: float) -> np.ndarray:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import pyloudnorm
 import torch
 
 from audiollm import audio
@@ -58,12 +57,9 @@ def audio_stats(wav: np.ndarray | torch.Tensor, sample_rate: int) -> dict[str, f
 
 
 def loudness(x: torch.Tensor, sample_rate: int) -> float | None:
-    """BS.1770-4 integrated loudness (LUFS) of (C, N) audio via pyloudnorm; None where undefined."""
-    if x.shape[-1] <= round(0.4 * sample_rate):  # shorter than one gating block
-        return None
-    with np.errstate(divide="ignore"):  # all blocks gated away: log10(0)
-        value = pyloudnorm.Meter(sample_rate).integrated_loudness(x.T.numpy())  # (N, C) for pyloudnorm
-    return float(value) if math.isfinite(value) else None
+    """BS.1770-4 integrated loudness (LUFS) of (C, N) audio; None where undefined."""
+    value = audio.loudness(x, sample_rate)
+    return value if math.isfinite(value) else None
 
 
 def spectral_stats(mono: torch.Tensor, sample_rate: int, silence: float) -> dict[str, float | None]:
