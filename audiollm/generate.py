@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from audiollm import patterns
-from audiollm.model import AudioLanguageModel, KVCache, attention_mask
+from audiollm.model import AudioLanguageModel, KVCache, additive, attention_mask, rope
 from audiollm.vocab import Vocab
 
 
@@ -122,26 +122,29 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def decode_step(
-    model, text, audio, is_audio, pos, slots, valid, cache: KVCache | None, audio_heads: bool = True
-):
-    """Run positions text (B, S), audio (B, S, K), is_audio (B, S) at RoPE positions pos (B, S) and cache
-    slots (S,), attending to the slots where valid (B, L) is True. Returns the last position's logits:
-    text (B, text_vocab_size), audio (B, K, audio_card), or None for audio when `audio_heads` is False
-    (no row is in an audio segment: the K audio heads, as large as the text head, are skipped)."""
-    mask = attention_mask(valid, slots)  # (B, 1, S, L)
-    h = model.trunk(model.embed(text, audio, is_audio), pos=pos, mask=mask, cache=cache, slots=slots)
+def decode_step(model, text, audio, is_audio, rotary, start, mask, cache: KVCache | None, audio_heads=True):
+    """Run positions text (B, S), audio (B, S, K) or None (no audio frame among them), is_audio (B, S),
+    with RoPE factors `rotary` (`audiollm.model.rope` of their positions) into cache slots [start, start + S),
+    attending as mask (B, 1, S, L) allows. Returns the last position's logits: text (B, text_vocab_size), audio
+    (B, K, audio_card), or None for audio when `audio_heads` is False (no row is in an audio segment: the
+    K audio heads, as large as the text head, are skipped)."""
+    h = model.trunk(model.embed(text, audio, is_audio), rotary=rotary, mask=mask, cache=cache, start=start)
     text_logits, audio_logits = model.heads(h[:, -1:], audio=audio_heads)
     return text_logits[:, 0], None if audio_logits is None else audio_logits[:, 0]
+
+
+def positions(valid: torch.Tensor) -> torch.Tensor:
+    """RoPE positions (B, L) int64 of left-padded rows valid (B, L) bool: real tokens are counted from 0."""
+    return (valid.long().cumsum(1) - 1).clamp(min=0)
 
 
 def prefill(model, text, audio, is_audio, valid, cache: KVCache | None, audio_heads: bool = True):
     """Run a left-padded prompt batch (see `collate`; valid (B, S) is False at padding) into cache slots
     0..S-1. Returns the last position's logits, as `decode_step`."""
-    S = text.shape[1]
-    pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S) positions count real tokens only
-    slots = torch.arange(S, device=text.device)
-    return decode_step(model, text, audio, is_audio, pos, slots, valid, cache, audio_heads)
+    rotary = rope(positions(valid), model.config, next(model.parameters()).dtype)
+    slots = torch.arange(text.shape[1], device=text.device)
+    mask = None if bool(valid.all()) else attention_mask(valid, slots)  # (B, 1, S, S) only with padding
+    return decode_step(model, text, audio, is_audio, rotary, 0, mask, cache, audio_heads)
 
 
 @dataclass
@@ -174,48 +177,51 @@ def _mix(x: torch.Tensor | None, B: int, scale: float) -> torch.Tensor | None:
 def _choose(
     text_logits, audio_logits, rows: _Rows, rules: dict[str, torch.Tensor], sampling, generator, eos_ok
 ):
-    """Pick each row's next step: text id (B,), codes (B, K), and whether it is an audio frame (B,)."""
-    allowed = torch.where(rows.in_audio[:, None], rules["audio_mode"], rules["text_mode"])  # (B, V)
-    allowed[:, rules["eos_id"]] &= eos_ok
-    tok = sample(text_logits.masked_fill(~allowed, float("-inf")), sampling, generator)  # (B,)
-    if audio_logits is None:  # no row is in audio mode: no frame this step
-        codes = rules["active"].new_full(
-            (len(tok), rules["active"].shape[1]), int(rules["empty"]), dtype=torch.long
-        )
-        return torch.where(rows.done, rules["pad"], tok), codes, torch.zeros_like(rows.done)
+    """Pick each row's next step: text id (B,) (`<pad>` for finished rows), codes (B, K) and whether the step
+    is an audio frame (B,) bool; codes and frame are None when the audio heads were skipped (no frame)."""
+    bias = rules["text_mode"]  # (V,) 0 or -inf
+    if audio_logits is not None:  # some row is in audio mode: (B, V)
+        bias = torch.where(rows.in_audio[:, None], rules["audio_mode"], bias)
+    tok = sample(text_logits + (bias if eos_ok else bias + rules["no_eos"]), sampling, generator)  # (B,)
+    tok = torch.where(rows.done, rules["pad"], tok)
+    if audio_logits is None:
+        return tok, None, None
     B, K, C = audio_logits.shape
-    real = audio_logits.clone()
-    real[..., rules["empty"]] = float("-inf")  # a sampled code is always a real code
+    real = audio_logits + rules["real_code"]  # a sampled code is always a real code, never the empty one
     codes = sample(real.view(B * K, C), sampling, generator).view(B, K)  # (B, K)
     active = rules["active"][rows.audio_step]  # (B, K) codebooks with a code at this pattern step
-    codes = torch.where(active, codes, rules["empty"])
-    frame = rows.in_audio & (tok == rules["audio_id"]) & ~rows.done
-    return torch.where(rows.done, rules["pad"], tok), codes, frame
+    return tok, torch.where(active, codes, rules["empty"]), rows.in_audio & (tok == rules["audio_id"])
 
 
 def _advance(rows: _Rows, tok, frame, rules: dict[str, torch.Tensor], step: int) -> None:
-    """Update modality, pattern step and stop flags after step `step` wrote tok (B,) / frame (B,)."""
-    rows.audio_step += frame
-    stop = (tok == rules["eos_id"]) | (rows.audio_step >= rules["max_audio_steps"])
+    """Update modality, pattern step and stop flags after step `step` wrote tok (B,) / frame (B,) or None."""
+    stop = tok == rules["eos_id"]
+    if frame is not None:
+        rows.audio_step += frame
+        stop |= rows.audio_step >= rules["max_audio_steps"]
     rows.lengths = torch.where(rows.done, rows.lengths, step + 1)
     rows.done |= stop
-    rows.in_audio = torch.where(tok == rules["audio_id"], True, rows.in_audio & (tok != rules["text_id"]))
+    rows.in_audio = (tok == rules["audio_id"]) | (rows.in_audio & (tok != rules["text_id"]))
 
 
 def _rules(vocab: Vocab, template: Template, K: int, pattern: str, max_audio_steps: int, device) -> dict:
-    """Constant tensors for `_choose` / `_advance`: allowed ids per mode, pattern slots, special ids."""
-    text_mode = torch.ones(vocab.text_vocab_size, dtype=torch.bool)
-    audio_mode = torch.zeros(vocab.text_vocab_size, dtype=torch.bool)
-    audio_mode[[vocab.audio, vocab.eos]] = True
-    if template.switch:
-        audio_mode[vocab.text] = True
-    else:
-        text_mode[vocab.audio] = False
+    """Constant tensors for `_choose` / `_advance`: what each mode may write (additive logit masks: 0 or
+    -inf), pattern slots, special ids."""
+    text_mode, audio_mode, no_eos = (torch.zeros(vocab.text_vocab_size) for _ in range(3))
+    audio_mode.fill_(float("-inf"))
+    audio_mode[[vocab.audio, vocab.eos] + ([vocab.text] if template.switch else [])] = 0
+    if not template.switch:
+        text_mode[vocab.audio] = float("-inf")
+    no_eos[vocab.eos] = float("-inf")
+    real_code = torch.zeros(vocab.audio_card)
+    real_code[vocab.empty_code] = float("-inf")
     n = template.first_audio_step + max_audio_steps + 1
     active = torch.stack([patterns.codebooks_at(s, K, pattern) for s in range(n)])  # (n, K) codes per step
     ids = {"pad": vocab.pad, "eos_id": vocab.eos, "audio_id": vocab.audio, "text_id": vocab.text}
     ids |= {"empty": vocab.empty_code, "max_audio_steps": max_audio_steps + template.first_audio_step}
-    tensors = {"text_mode": text_mode, "audio_mode": audio_mode, "active": active}
+    tensors = dict(
+        text_mode=text_mode, audio_mode=audio_mode, no_eos=no_eos, real_code=real_code, active=active
+    )
     return {k: torch.as_tensor(v).to(device) for k, v in (ids | tensors).items()}
 
 
@@ -271,11 +277,10 @@ def generate(
         raise ValueError(
             f"need max_new_tokens >= 1 and template.start text|audio, got {max_new_tokens}, {template}"
         )
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     S = max(len(p.text) for p in prompts + (uncond or []))
     text, audio, is_audio, valid = _sequences(prompts + (uncond or []), max_new_tokens, vocab, device)
     R, L = text.shape
-    pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (R, L) RoPE positions count real tokens
     max_audio = _audio_step_limit(max_new_tokens, max_seconds, frame_rate, pattern, K)
     rules = _rules(vocab, template, K, pattern, max_audio, device)
     rows = _Rows(
@@ -284,9 +289,13 @@ def generate(
         done=torch.zeros(B, dtype=torch.bool, device=device),
         lengths=torch.zeros(B, dtype=torch.long, device=device),
     )
-    cache = KVCache(model.config, R, L, next(model.parameters()).dtype, device) if use_cache else None
+    cache = KVCache(model.config, R, L, dtype, device) if use_cache else None
     step_fn = torch.compile(decode_step) if compile else decode_step
     slots = torch.arange(L, device=device)
+    # Per-step work done once: RoPE factors of every slot, and what a new position may attend to: every real
+    # slot up to itself (slicing the keys to the filled slots makes it causal); no mask without padding.
+    rotary = rope(positions(valid), model.config, dtype)  # (R, 1, L, head_dim)
+    attend = None if bool(valid.all()) else additive(valid[:, None, None], dtype)  # (R, 1, 1, L)
     # The K audio heads (as large as the text head) run only while some row is in an audio segment.
     logits = prefill(
         model, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, :S], cache, bool(rows.in_audio.any())
@@ -298,17 +307,24 @@ def generate(
         tok, codes, frame = _choose(*mixed, rows, rules, sampling, generator, eos_ok=i >= min_new_tokens)
         _advance(rows, tok, frame, rules, i)
         j = S + i  # the slot this step writes
-        for first in range(0, R, B):  # the B rows and, with CFG, their B unconditional twins
-            text[first : first + B, j] = torch.where(frame, vocab.pad, tok)
-            audio[first : first + B, j] = torch.where(frame[:, None], codes, vocab.empty_code)
-            is_audio[first : first + B, j] = frame
+        step = [(text, tok)]  # without a frame, audio and is_audio keep their fill (empty code, False)
+        if frame is not None:
+            step = [(text, torch.where(frame, vocab.pad, tok)), (is_audio, frame)]
+            step += [(audio, torch.where(frame[:, None], codes, vocab.empty_code))]
+        for buf, x in step:
+            buf.view(R // B, B, *buf.shape[1:])[:, :, j] = x  # the B rows and, with CFG, their B uncond twins
         if bool(rows.done.all()) or i == max_new_tokens - 1:
             break
-        lo = j if use_cache else 0  # one new position, or the whole sequence again (the reference)
-        hi = L if compile else j + 1  # keys: the filled slots; a compiled step keeps static shapes instead
+        if not use_cache:  # the whole sequence again: the reference for tests
+            lo, mask = 0, attention_mask(valid[:, : j + 1], slots[: j + 1])
+        elif compile:  # static shapes: every slot is a key, the unfilled ones masked
+            lo, mask = j, attention_mask(valid, slots[j : j + 1])
+        else:
+            lo, mask = j, None if attend is None else attend[..., : j + 1]
+        frames_in = frame is not None or not use_cache  # else the audio embedding is skipped
+        inputs = text[:, lo : j + 1], audio[:, lo : j + 1] if frames_in else None, is_audio[:, lo : j + 1]
         fn = step_fn if use_cache else decode_step
-        inputs = (x[:, lo : j + 1] for x in (text, audio, is_audio, pos))
-        logits = fn(model, *inputs, slots[lo : j + 1], valid[:, :hi], cache, bool(rows.in_audio.any()))
+        logits = fn(model, *inputs, rotary.at(lo, j + 1), lo, mask, cache, bool(rows.in_audio.any()))
     rows.lengths = torch.where(rows.done, rows.lengths, i + 1)
     n = int(rows.lengths.max())
     out = (text[:B, S : S + n], audio[:B, S : S + n], is_audio[:B, S : S + n])

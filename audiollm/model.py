@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -101,26 +101,26 @@ GPT_NEOX = dict(norm="layernorm", mlp="gelu", bias=True, parallel_residual=True,
 
 
 class KVCache:
-    """Static, preallocated keys and values of every layer: (n_layer, B, n_kv_head, max_len, head_dim)."""
+    """Static, preallocated keys and values: per layer, two (B, n_kv_head, max_len, head_dim) tensors."""
 
     def __init__(
         self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device
     ):
-        shape = (config.n_layer, batch, config.kv_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch, config.kv_heads, max_len, config.head_dim)
+        self.layers = [
+            (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(config.n_layer)
+        ]
 
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Write k, v (B, n_kv_head, S, head_dim) at slots [start, start + S); return the layer's whole cache.
 
-    def update(
-        self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        """Write k, v (B, n_kv_head, S, head_dim) at cache `slots` (S,); return the layer's whole cache."""
-        self.k[layer].index_copy_(2, slots, k.to(self.k.dtype))  # autocast may hand lower-precision k, v
-        self.v[layer].index_copy_(2, slots, v.to(self.v.dtype))
-        return self.k[layer], self.v[layer]
+        The copy also casts: autocast may hand lower-precision k, v.
+        """
+        keys, values = self.layers[layer]
+        keys[:, :, start : start + k.shape[2]] = k
+        values[:, :, start : start + v.shape[2]] = v
+        return keys, values
 
 
 def attention_mask(valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -134,20 +134,42 @@ def attention_mask(valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return ((causal[None] & valid[:, None, :]) | itself[None])[:, None]  # (B, 1, S, L)
 
 
-def rope(pos: torch.Tensor, config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (B or 1, 1, S, rotary_dims / 2) for integer positions pos (B or 1, S)."""
-    half = config.rotary_dims // 2
+def additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool attention mask (True: may attend) as the additive one SDPA adds to its scores: 0 or -inf."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+class Rotary(NamedTuple):
+    """RoPE factors of a chunk's positions in the form `apply_rope` takes; computed once, used by every layer."""
+
+    cos: torch.Tensor  # (B or 1, 1, S, head_dim), 1 beyond the rotary dims
+    sin: torch.Tensor  # (B or 1, 1, S, rotary_dims), the first half negated
+
+    def at(self, lo: int, hi: int) -> Rotary:
+        """The factors of positions [lo, hi) along S."""
+        return Rotary(self.cos[:, :, lo:hi], self.sin[:, :, lo:hi])
+
+
+def rope(pos: torch.Tensor, config: ModelConfig, dtype: torch.dtype) -> Rotary:
+    """RoPE factors for integer positions pos (B or 1, S) (GPT-NeoX layout: rotate the first rotary_dims of
+    each head in two halves)."""
+    half, rest = config.rotary_dims // 2, config.head_dim - config.rotary_dims
     inv_freq = config.rope_theta ** (-torch.arange(half, device=pos.device, dtype=torch.float32) / half)
     angles = pos[:, None, :, None].float() * inv_freq  # (B, 1, S, half)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos, sin = angles.cos(), angles.sin()
+    cos = torch.cat([cos, cos, cos.new_ones(*cos.shape[:-1], rest)], -1)
+    return Rotary(cos.to(dtype), torch.cat([-sin, sin], -1).to(dtype))
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first 2 * cos.shape[-1] dims of x (B, h, S, head_dim) in halves (GPT-NeoX layout)."""
-    half = cos.shape[-1]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # no-ops unless autocast changed x's dtype
-    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+def apply_rope(x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
+    """x (B, h, S, head_dim) rotated: the first half of the rotary dims becomes x1 cos - x2 sin, the second
+    x2 cos + x1 sin, the rest stays. With `rope`'s factors that is x * cos, plus (x2, x1) * sin on the rotary
+    dims: three kernels, and a backward as cheap (a gather of the swapped halves would scatter-add back)."""
+    cos, sin = rotary if rotary.cos.dtype == x.dtype else (t.to(x.dtype) for t in rotary)  # autocast
+    r = sin.shape[-1]
+    out = x * cos
+    out[..., :r].addcmul_(x[..., :r].unflatten(-1, (2, r // 2)).flip(-2).flatten(-2), sin)  # (x2, x1) * sin
+    return out
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
@@ -166,18 +188,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(c.d_model, (c.n_head + 2 * c.kv_heads) * hd, bias=c.bias)  # [q | k | v]
         self.proj = nn.Linear(c.n_head * hd, c.d_model, bias=c.bias)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
+    def forward(self, x, rotary, mask=None, cache=None, layer=0, start=0) -> torch.Tensor:
         c, (B, S, _) = self.config, x.shape
         qkv = self.qkv(x).view(B, S, -1, c.head_dim).transpose(1, 2)  # (B, nh + 2 * nkv, S, hd)
-        qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], cos, sin)  # q and k heads rotated in one call
+        qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], rotary)  # q and k heads rotated in one call
         q, k = qk.split([c.n_head, c.kv_heads], dim=1)  # (B, nh, S, hd), (B, nkv, S, hd)
-        v = qkv[
-            :, c.n_head + c.kv_heads :
-        ].contiguous()  # (B, nkv, S, hd); a view would keep all of qkv alive
-        if cache is not None:  # attend to the cache slots the mask covers (all of them, or the filled ones)
-            k, v = (t[:, :, : mask.shape[-1]] for t in cache.update(layer, slots, k, v))  # (B, nkv, L, hd)
+        v = qkv[:, c.n_head + c.kv_heads :]  # (B, nkv, S, hd)
+        if cache is not None:  # keys: the slots the mask covers, or without one those up to this chunk
+            keys = start + S if mask is None else mask.shape[-1]
+            k, v = (t[:, :, :keys] for t in cache.update(layer, start, k, v))  # (B, nkv, L, hd)
+        else:
+            v = v.contiguous()  # a view would keep all of qkv alive for backward
+        q = q if q.dtype == k.dtype else q.to(k.dtype)  # autocast: the cache keeps the model's dtype
         y = F.scaled_dot_product_attention(
-            q.to(k.dtype), k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=c.kv_heads != c.n_head
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and S > 1,
+            enable_gqa=c.kv_heads != c.n_head,
         )  # (B, nh, S, hd)
         return self.proj(y.transpose(1, 2).reshape(B, S, c.n_head * c.head_dim))
 
@@ -210,14 +239,29 @@ class Block(nn.Module):
         self.parallel = config.parallel_residual
         self.norm1, self.attn = make_norm(config), Attention(config)
         self.norm2, self.mlp = make_norm(config), MLP(config)
-        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
 
-    def forward(self, x, cos, sin, mask=None, cache=None, layer=0, slots=None) -> torch.Tensor:
-        a = self.drop(self.attn(self.norm1(x), cos, sin, mask, cache, layer, slots))
+    def forward(self, x, rotary, mask=None, cache=None, layer=0, start=0) -> torch.Tensor:
+        a = self._drop(self.attn(self.norm1(x), rotary, mask, cache, layer, start))
         if self.parallel:
-            return x + a + self.drop(self.mlp(self.norm2(x)))
+            return x + a + self._drop(self.mlp(self.norm2(x)))
         x = x + a
-        return x + self.drop(self.mlp(self.norm2(x)))
+        return x + self._drop(self.mlp(self.norm2(x)))
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.drop is None else self.drop(x)  # no module call when there is no dropout
+
+
+def input_major(module: nn.Module) -> None:
+    """Store each nn.Linear weight (out, in) as the transpose of a contiguous (in, out) array.
+
+    Values, shapes and state-dict keys stay as they are (saving writes the usual layout). F.linear then
+    passes GEMM an untransposed operand, which MKL runs faster at the few rows of a decoding step and a
+    little faster in training (BENCHMARKS.md, "LM"). `.to()` and `load_state_dict` keep the layout.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.weight.is_contiguous():
+            m.weight = nn.Parameter(m.weight.detach().t().contiguous().t(), m.weight.requires_grad)
 
 
 def _audio_offsets(vocab: Vocab, device: torch.device | str | None = None) -> torch.Tensor:
@@ -244,6 +288,7 @@ class AudioLanguageModel(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, std=config.init_std / math.sqrt(2 * config.n_layer))
+        input_major(self)
         if config.tie_embeddings:
             self.text_head.weight = self.text_embed.weight
 
@@ -272,21 +317,22 @@ class AudioLanguageModel(nn.Module):
         frames = F.embedding_bag(rows, self.audio_embed.weight, mode="sum").view(B, S, -1)  # (B, S, d)
         return torch.where(is_audio[..., None], frames, x)
 
-    def trunk(self, x, pos=None, mask=None, cache: KVCache | None = None, slots=None) -> torch.Tensor:
+    def trunk(self, x, rotary=None, mask=None, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
         """Hidden states (B, S, d_model) after the blocks and the final norm.
 
-        pos: (B or 1, S) int64 RoPE positions (default 0..S-1); mask: (B, 1, S, L) bool or additive float
-        (default causal), required with a cache: cache/slots are a KVCache and the (S,) slots this chunk
-        writes, and the queries see cache slots [0, L).
+        rotary: `rope(pos, ...)` for this chunk's positions (default: positions 0..S-1); mask: (B, 1, S, L)
+        bool or additive float (default: causal, no padding). With a cache the chunk is written to slots
+        [start, start + S) and its queries see slots [0, L), or without a mask [0, start + S): a mask is then
+        needed only for padding or for a chunk of several positions after slot 0.
         """
-        if pos is None:
-            pos = torch.arange(x.shape[1], device=x.device)[None]  # (1, S)
-        cos, sin = rope(pos, self.config, x.dtype)
+        if mask is None and cache is not None and start > 0 and x.shape[1] > 1:
+            raise ValueError("a chunk of several positions after cache slot 0 needs a mask (attention_mask)")
+        if rotary is None:
+            rotary = rope(torch.arange(x.shape[1], device=x.device)[None], self.config, x.dtype)
         if mask is not None and mask.dtype == torch.bool:
-            # Additive once here rather than converted in every layer's attention.
-            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, float("-inf"))
+            mask = additive(mask, x.dtype)  # once here rather than in every layer's attention
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, i, slots)
+            x = block(x, rotary, mask, cache, i, start)
         return self.norm(x)
 
     def heads(self, h: torch.Tensor, audio: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -332,6 +378,7 @@ class AudioLanguageModel(nn.Module):
         missing = [k for k in missing if not (config.tie_embeddings and k == "text_head.weight")]
         if missing or unexpected:
             raise ValueError(f"{path / 'model.safetensors'}: missing {missing}, unexpected {unexpected}")
+        input_major(model)
         if config.tie_embeddings:
             model.text_head.weight = model.text_embed.weight
         model.audio_offsets = _audio_offsets(config.vocab, device)

@@ -7,7 +7,7 @@ line ends in ratio=X.XX, higher is better for us (speed: ours / theirs; memory: 
 memory is measured afterwards in a child process whose allocator returns freed memory (MALLOC_MMAP_
 THRESHOLD_), so the RSS peak above the start of each measurement is that measurement's memory.
 
-    python bench/lm.py [--quick] [--threads 2]
+    python bench/lm.py [--quick] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TEXT_VOCAB = 4096
 GREEDY = Sampling(temperature=0)
 
 
-def make_pair(preset: str) -> tuple[AudioLanguageModel, GPTNeoXForCausalLM]:
+def make_pair(preset: str, device: str = "cpu") -> tuple[AudioLanguageModel, GPTNeoXForCausalLM]:
     """Ours (text only: one 1-code audio table) and HF's GPT-NeoX with the same dims and vocabulary."""
     torch.manual_seed(0)
     n_specials = Vocab(1, 1, 1).text_vocab_size - 1
@@ -48,7 +48,7 @@ def make_pair(preset: str) -> tuple[AudioLanguageModel, GPTNeoXForCausalLM]:
         max_position_embeddings=2048, tie_word_embeddings=False,
     )  # fmt: skip
     hf_config._attn_implementation = "sdpa"
-    return ours, GPTNeoXForCausalLM(hf_config)
+    return ours.to(device), GPTNeoXForCausalLM(hf_config).to(device)
 
 
 def train_step(logits_fn: Callable, model: torch.nn.Module, bf16: bool) -> Callable[[torch.Tensor], None]:
@@ -56,7 +56,7 @@ def train_step(logits_fn: Callable, model: torch.nn.Module, bf16: bool) -> Calla
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(ids: torch.Tensor) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = logits_fn(ids)  # (B, L, V)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)
@@ -69,6 +69,17 @@ def train_step(logits_fn: Callable, model: torch.nn.Module, bf16: bool) -> Calla
 def pair_steps(ours: AudioLanguageModel, hf: GPTNeoXForCausalLM, bf16: bool) -> list[Callable]:
     """Training steps of ours and HF's model, with the same loss and optimiser."""
     return [train_step(ours.text_logits, ours, bf16), train_step(lambda x: hf(input_ids=x).logits, hf, bf16)]
+
+
+def synced(fn: Callable[[], object], device: str) -> Callable[[], None]:
+    """fn, returning only when the device has finished its work (CUDA runs asynchronously)."""
+
+    def run() -> None:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return run
 
 
 def alternate(fns: list[Callable[[], object]], reps: int, warmup: int = 1) -> list[float]:
@@ -90,22 +101,24 @@ def report(label: str, ours: float, theirs: float, unit: str, higher_is_better: 
     print(f"{label}: ours {ours:,.0f} {unit}, hf {theirs:,.0f} {unit}, ratio={ratio:.2f}", flush=True)
 
 
-def bench_train(preset: str, bf16: bool, batch: int, length: int, reps: int, warmup: int = 1) -> None:
-    ours, hf = make_pair(preset)
-    ids = torch.randint(0, TEXT_VOCAB, (batch, length), generator=torch.Generator().manual_seed(0))
+def bench_train(preset: str, bf16: bool, batch: int, length: int, reps: int, warmup: int = 1, device="cpu"):
+    ours, hf = make_pair(preset, device)
+    ids = torch.randint(0, TEXT_VOCAB, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
     steps = pair_steps(ours, hf, bf16)
-    t_ours, t_hf = alternate([lambda s=s: s(ids) for s in steps], reps, warmup)
+    t_ours, t_hf = alternate([synced(lambda s=s: s(ids), device) for s in steps], reps, warmup)
     n = batch * length
     label = f"train {'bf16' if bf16 else 'fp32'} {preset} ({ours.num_params() / 1e6:.1f}M, batch {batch}x{length})"
     report(label, n / t_ours, n / t_hf, "tok/s")
 
 
-def generators(preset: str, batch: int, new: int) -> tuple[Callable, Callable]:
+def generators(preset: str, batch: int, new: int, device: str = "cpu") -> tuple[Callable, Callable]:
     """Greedy generation of `new` tokens after a 32-token prompt, ours and HF's `generate`."""
-    ours, hf = make_pair(preset)
+    ours, hf = make_pair(preset, device)
     ours.eval(), hf.eval()
     vocab = ours.config.vocab
-    ids = torch.randint(0, vocab.text_size, (batch, 32), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, vocab.text_size, (batch, 32), generator=torch.Generator().manual_seed(0)).to(
+        device
+    )
     prompts = [Prompt.from_text(row, vocab) for row in ids]
 
     def run_ours():
@@ -117,11 +130,11 @@ def generators(preset: str, batch: int, new: int) -> tuple[Callable, Callable]:
             hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
                         do_sample=False, pad_token_id=0)  # fmt: skip
 
-    return run_ours, run_hf
+    return synced(run_ours, device), synced(run_hf, device)
 
 
-def bench_generate(preset: str, batch: int, new: int, reps: int, warmup: int) -> None:
-    t_ours, t_hf = alternate(list(generators(preset, batch, new)), reps, warmup)
+def bench_generate(preset: str, batch: int, new: int, reps: int, warmup: int, device: str = "cpu") -> None:
+    t_ours, t_hf = alternate(list(generators(preset, batch, new, device)), reps, warmup)
     report(
         f"generate {preset} batch {batch} (prompt 32, {new} new)",
         batch * new / t_ours,
@@ -229,24 +242,30 @@ def memory_worker(sizes: list[str], batches: list[int], new: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one timed repetition, small bf16 and audio runs")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for every measurement")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, small bf16 and audio runs")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for every measurement (CPU)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: speed lines only")
     ap.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes, batches, new = ["tiny", "small"], [1, 8], 256
     if args.memory_worker:
         return memory_worker(sizes, batches, new)
-    quick = args.quick
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {'quick' if quick else 'full'} run")
+    quick, device = args.quick, args.device
+    where = torch.cuda.get_device_name() if device == "cuda" else f"cpu, threads {torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, {where}, {'quick' if quick else 'full'} run")
     for preset in sizes:
-        bench_train(preset, bf16=False, batch=8, length=512, reps=2 if quick else 5)
-    # bf16 autocast is ~20x slower than fp32 on CPUs without AVX-512 BF16: quick times one small step.
-    for preset in sizes[:1] if quick else sizes:
-        bench_train(preset, bf16=True, batch=1 if quick else 8, length=512, reps=1, warmup=1)
-    for preset in sizes[:1] if quick else sizes:
+        bench_train(preset, bf16=False, batch=8, length=512, reps=2 if quick else 5, device=device)
+    # bf16 autocast is ~20x slower than fp32 on CPUs without AVX-512 BF16: quick times one small CPU step.
+    small_bf16 = quick and device == "cpu"
+    for preset in sizes[:1] if small_bf16 else sizes:
+        bench_train(preset, bf16=True, batch=1 if small_bf16 else 8, length=512, reps=1 if small_bf16 else 5,
+                    device=device)  # fmt: skip
+    for preset in sizes[:1] if quick and device == "cpu" else sizes:
         for batch in batches:
-            bench_generate(preset, batch, new, reps=2 if quick else 4, warmup=0 if quick else 1)
+            bench_generate(preset, batch, new, reps=3 if quick else 5, warmup=1, device=device)
+    if device == "cuda":
+        return  # the audio-pattern and memory lines are CPU measurements
     bench_patterns("tiny", seconds=1.0 if quick else 10.0, frame_rate=50, reps=1, warmup=0 if quick else 1)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     cmd = [sys.executable, __file__, "--memory-worker", "--threads", str(args.threads)]

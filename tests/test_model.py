@@ -10,8 +10,10 @@ from audiollm.model import (
     AudioLanguageModel,
     KVCache,
     ModelConfig,
+    apply_rope,
     attention_mask,
     lm_loss,
+    rope,
 )
 from audiollm.vocab import Vocab
 
@@ -83,13 +85,49 @@ def test_cached_chunks_equal_one_full_pass(variant):
     cache = KVCache(model.config, batch=2, max_len=12, dtype=torch.float32, device=torch.device("cpu"))
     valid = torch.ones(2, 12, dtype=torch.bool)
     outs = []
-    for start, end in [(0, 6), (6, 7), (7, 10)]:
+    # Without padding a mask is needed only for a chunk of several positions after slot 0.
+    for start, end, masked in [(0, 6, False), (6, 7, False), (7, 10, True)]:
         slots = torch.arange(start, end)
         x = model.embed(text[:, start:end], audio[:, start:end], is_audio[:, start:end])
-        h = model.trunk(x, pos=slots[None], mask=attention_mask(valid, slots), cache=cache, slots=slots)
+        rotary = rope(slots[None], model.config, torch.float32)
+        mask = attention_mask(valid, slots) if masked else None
+        h = model.trunk(x, rotary=rotary, mask=mask, cache=cache, start=start)
         outs.append(model.heads(h))
     torch.testing.assert_close(torch.cat([o[0] for o in outs], 1), full_text, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat([o[1] for o in outs], 1), full_audio, atol=1e-5, rtol=1e-5)
+
+
+def test_an_unmasked_chunk_after_slot_0_is_refused():
+    model = make()
+    cache = KVCache(model.config, batch=1, max_len=8, dtype=torch.float32, device=torch.device("cpu"))
+    x = model.embed(torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs a mask"):
+        model.trunk(
+            x, rotary=rope(torch.arange(2, 5)[None], model.config, torch.float32), cache=cache, start=2
+        )
+
+
+@pytest.mark.parametrize("rotary_pct", [1.0, 0.25])
+def test_rope_turns_each_pair_of_dims_by_its_angle(rotary_pct):
+    """Against the textbook form: dims (i, i + half) of each head turn by pos * theta^(-i / half)."""
+    config = ModelConfig(**PRESETS["debug"], rotary_pct=rotary_pct, vocab=VOCAB)  # head_dim 16
+    x = torch.randn(2, 3, 5, config.head_dim, generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(7, 12)
+    half = config.rotary_dims // 2
+    angle = pos[:, None] * config.rope_theta ** (-torch.arange(half) / half)  # (S, half)
+    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+    cos, sin = angle.cos(), angle.sin()
+    expected = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], -1)
+    torch.testing.assert_close(apply_rope(x, rope(pos[None], config, torch.float32)), expected)
+
+
+def test_linear_weights_stay_input_major_through_save_and_load(tmp_path):
+    """The (out, in) weights are laid out as contiguous (in, out) arrays: GEMM's fast case on CPUs."""
+    model = make("gpt_neox")
+    model.save_pretrained(tmp_path)
+    for m in (model, AudioLanguageModel.from_pretrained(tmp_path), model.to(torch.float64)):
+        linears = [(n, lin) for n, lin in m.named_modules() if isinstance(lin, torch.nn.Linear)]
+        assert linears and all(lin.weight.t().is_contiguous() for _, lin in linears)
 
 
 def test_loss_uses_only_masked_positions():
