@@ -8,6 +8,8 @@ from audiollm.vocab import Vocab
 
 VOCAB = Vocab(text_size=40, num_codebooks=3, codebook_size=16)
 GREEDY = Sampling(temperature=0)
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_CUDA)]
 
 
 def make(seed: int = 0, keep_audio: bool = False) -> AudioLanguageModel:
@@ -48,9 +50,10 @@ def assert_same(a, b, rows=None):
         assert torch.equal(a.is_audio[r, :n], b.is_audio[r, :n])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("start", ["text", "audio"])
-def test_cache_gives_the_tokens_and_logits_of_full_recomputation(start):
-    model = make(keep_audio=start == "audio")
+def test_cache_gives_the_tokens_and_logits_of_full_recomputation(start, device):
+    model = make(keep_audio=start == "audio").to(device)
     args = dict(template=Template(start=start), sampling=GREEDY, max_new_tokens=10, return_logits=True)
     cached = generate(model, PROMPTS, **args)
     full = generate(model, PROMPTS, use_cache=False, **args)
@@ -61,9 +64,10 @@ def test_cache_gives_the_tokens_and_logits_of_full_recomputation(start):
         torch.testing.assert_close(a1, a2, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("start", ["text", "audio"])
-def test_a_batch_gives_what_each_prompt_gives_alone(start):
-    model = make(seed=1, keep_audio=start == "audio")
+def test_a_batch_gives_what_each_prompt_gives_alone(start, device):
+    model = make(seed=1, keep_audio=start == "audio").to(device)
     args = dict(template=Template(start=start), sampling=GREEDY, max_new_tokens=8, return_logits=True)
     batch = generate(model, PROMPTS, **args)
     for r, p in enumerate(PROMPTS):
@@ -201,8 +205,17 @@ def test_min_new_tokens_holds_eos_back():
     assert int(free.lengths.min()) < 12 <= int(held.lengths.min())
 
 
+@pytest.mark.parametrize("start", ["text", "audio"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_cache_gives_the_tokens_of_full_recomputation(start, device):
+    model = make(keep_audio=start == "audio").to(device, torch.bfloat16)
+    args = dict(template=Template(start=start), sampling=GREEDY, max_new_tokens=10)
+    assert_same(generate(model, PROMPTS, **args), generate(model, PROMPTS, use_cache=False, **args))
+
+
 @pytest.mark.slow
-def test_compiled_decode_step_gives_the_same_tokens():
-    model = make(keep_audio=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_decode_step_gives_the_same_tokens(device):
+    model = make(keep_audio=True).to(device)
     args = dict(template=Template(start="audio"), sampling=GREEDY, max_new_tokens=5)
     assert_same(generate(model, PROMPTS, compile=True, **args), generate(model, PROMPTS, **args))
