@@ -111,3 +111,40 @@ def test_init_scales_keeps_the_signal_alive_through_the_codec(speech_file):
     assert latent.std(-1).mean() > 20 * before
     assert latent.std(-1).mean() > 0.3
     assert float(out.std()) == pytest.approx(float(x.std()), rel=0.05)
+
+
+def test_the_istft_decoder_makes_whole_frames_from_magnitude_and_phase():
+    codec = tiny_codec(decoder="istft")
+    hop = codec.config.hop_length
+    codes = codec.encode(torch.randn(2, 1, 7 * hop))
+    wav = codec.decode(codes)
+    assert wav.shape == (2, 1, 7 * hop) and torch.isfinite(wav).all()
+    with pytest.raises(CodecError, match="mono"):
+        NativeCodec(NativeCodecConfig(**{**PRESETS["tiny"], "decoder": "istft", "channels": 2}))
+    with pytest.raises(CodecError, match="decoder"):
+        NativeCodec(NativeCodecConfig(**{**PRESETS["tiny"], "decoder": "hifigan"}))
+
+
+def test_the_latent_is_centred_before_quantisation():
+    # a constant offset in the encoder's output does not reach the codebooks: the latent norm removes it
+    codec = tiny_codec()
+    codec.train()
+    wav = torch.randn(4, 1, 8 * codec.config.hop_length)
+    with torch.no_grad():
+        codec.encoder.model[-1].conv.conv.bias.add_(50.0)
+        z = codec.latent(wav)  # (B, D, T)
+        raw = codec.encoder(wav)
+    assert raw.mean(dim=(0, 2)).abs().min() > 10  # the offset is there before the norm ...
+    assert z.mean(dim=(0, 2)).abs().max() < 1e-2 and z.std(dim=(0, 2)).max() < 1.01  # ... and gone after it
+
+
+def test_codecs_saved_before_the_latent_norm_still_load(tmp_path):
+    codec = tiny_codec(latent_norm=False)
+    codec.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("latent_norm", "decoder", "decoder_dim", "decoder_layers"):
+        del config[key]  # the fields a file written by the earlier release lacks
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_codec(tmp_path)
+    wav = torch.randn(1, 1, 3200)
+    assert not loaded.config.latent_norm and torch.equal(loaded.encode(wav), codec.encode(wav))

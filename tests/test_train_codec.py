@@ -18,6 +18,9 @@ TINY = {
     "model.codec.num_codebooks": 4,
     "model.codec.codebook_size": 32,
     "model.codec.kmeans_iters": 2,
+    "model.codec.decoder_dim": 16,
+    "model.codec.decoder_layers": 1,
+    "model.discriminator_filters": 4,
     "model.kmeans_batches": 1,
     "model.autoencoder_steps": 0,
     "data.batch_size": 2,
@@ -54,8 +57,12 @@ def test_print_config_shows_the_resolved_recipe(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_steps_of_the_recipe_train_checkpoint_and_export(tmp_path):
+def test_two_steps_of_the_recipe_train_checkpoint_and_export(tmp_path, capsys):
     assert fit_main(recipe_args(tmp_path, trainer__max_steps=2)) == 0
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert (
+        progress and "train/loss" in progress[-1] and "audio-s/s" in progress[-1] and "left" in progress[-1]
+    )
     run = tmp_path / "run" / "checkpoints"
     assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
     codec = load_codec(run / "codec")
@@ -68,15 +75,74 @@ def test_two_steps_of_the_recipe_train_checkpoint_and_export(tmp_path):
     exported = load_codec(export_checkpoint(run / "last.ckpt", tmp_path / "exported"))
     assert torch.equal(exported.encode(wav), codec.encode(wav))
 
-    assert fit_main([*recipe_args(tmp_path, trainer__max_steps=3), "--ckpt_path=last"]) == 0
-    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 3
+    # with the discriminator (the recipe's default) each batch takes a generator and a discriminator step
+    assert fit_main([*recipe_args(tmp_path, trainer__max_steps=4), "--ckpt_path=last"]) == 0
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def trained_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.mark.slow
-def test_the_discriminator_trains_alongside(tmp_path):
+@pytest.mark.parametrize("kind", ["mrd", "msstft"])
+def test_a_step_updates_generator_and_discriminator(tmp_path, kind):
     # manual optimisation counts each optimiser's step: one generator + one discriminator step = 2
-    assert fit_main(recipe_args(tmp_path, trainer__max_steps=2, model__discriminator="true")) == 0
-    assert (tmp_path / "run" / "checkpoints" / "codec" / "model.safetensors").is_file()
+    assert fit_main(recipe_args(tmp_path, trainer__max_steps=2, model__discriminator=kind)) == 0
+    torch.manual_seed(0)  # seed_everything(0) in the recipe: the same initial weights
+    initial = CodecModule(load_codec(tmp_path / "run" / "checkpoints" / "codec").config, discriminator=kind,
+                          discriminator_filters=4).state_dict()  # fmt: skip
+    trained = trained_state(tmp_path / "run")
+    for part in ("codec.decoder.", "discriminator."):
+        keys = [k for k in initial if k.startswith(part) and initial[k].is_floating_point()]
+        assert keys and any(not torch.equal(trained[k], initial[k]) for k in keys), f"{part} did not change"
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_as_an_unbroken_run(tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    for d in (straight, broken):
+        d.mkdir()
+    assert fit_main(recipe_args(straight, trainer__max_steps=6)) == 0
+    assert fit_main(recipe_args(broken, trainer__max_steps=2)) == 0
+    assert fit_main([*recipe_args(broken, trainer__max_steps=6), "--ckpt_path=last"]) == 0
+    a, b = (torch.load(d / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for d in (straight, broken))  # fmt: skip
+    assert a["global_step"] == b["global_step"] == 6
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(
+        a["optimizer_states"], b["optimizer_states"], strict=True
+    ):  # generator, discriminator
+        for slot, state in opt_a["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, opt_b["state"][slot][name]), (slot, name)
+
+
+def test_the_exported_codec_has_no_discriminator_and_no_pickle(tmp_path):
+    module = CodecModule(NativeCodecConfig(**PRESETS["tiny"]), discriminator="mrd", discriminator_filters=4)
+    module.codec.init_codebooks([torch.randn(2, 1, 1600)])
+    out = module.codec.save_pretrained(tmp_path / "codec")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("discriminator" in k for k in keys)
+    assert isinstance(load_codec(out), NativeCodec)
+
+
+@pytest.mark.slow
+def test_a_corrupt_clip_is_skipped_and_named(tmp_path, caplog):
+    args = recipe_args(tmp_path, trainer__max_steps=2)
+    manifest = tmp_path / "train.jsonl"
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage, not audio")
+    with manifest.open("a") as f:
+        f.write(f'{{"id": "broken", "audio": "{bad}", "duration": 100.0}}\n')
+    with caplog.at_level("WARNING", logger="audiollm.train.codec"):
+        assert fit_main(args) == 0
+    assert "broken.wav" in caplog.text
 
 
 @pytest.mark.slow

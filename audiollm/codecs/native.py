@@ -1,7 +1,12 @@
-"""The native trainable codec: SEANet encoder/decoder around residual vector quantisation.
+"""The native trainable codec: a SEANet encoder, residual vector quantisation, and one of two decoders.
 
 Built from the `encodec` package's modules (SEANet convolutions, RVQ with EMA codebooks, k-means
-initialisation and dead-code replacement); trained by `audiollm fit --config recipes/codec/config.yaml`.
+initialisation and dead-code replacement) and the `vocos` package's (ConvNeXt backbone, inverse-STFT
+head); trained by `audiollm fit --config recipes/codec/config.yaml`. Decoders:
+- `seanet`: transposed convolutions up to the sample rate (EnCodec's decoder);
+- `istft`: ConvNeXt blocks at the frame rate and a head that predicts each frame's STFT magnitude *and
+  phase*, turned into audio by an inverse STFT with window 4 x hop (Vocos, WavTokenizer). It runs at the
+  frame rate, so it costs far fewer operations per second of audio than upsampling convolutions.
 Frame rate = sample_rate / prod(strides); bitrate = frame_rate x K x log2(codebook_size).
 One model serves several bitrates: it is trained with quantiser dropout, and `num_codebooks`
 (at load time, or `set_num_codebooks`) chooses how many of its codebooks encode uses.
@@ -20,6 +25,8 @@ from encodec.modules import SEANetDecoder, SEANetEncoder
 from encodec.quantization.core_vq import ResidualVectorQuantization
 from safetensors.torch import load_file, save_file
 from torch import nn
+from vocos.heads import ISTFTHead
+from vocos.models import VocosBackbone
 
 from audiollm.codecs.base import CodecError, check_codes, prepare_input
 from audiollm.codecs.rvq import init_codebook_
@@ -59,6 +66,16 @@ class NativeCodecConfig:
     dead_code_threshold: float = 2.0
     """codes whose EMA usage count per step falls below this are replaced by vectors of the batch; keep it
     well under (frames per batch) / codebook_size, or every code counts as dead at every step"""
+    latent_norm: bool = True
+    """centre and scale the latent per channel (batch statistics in training, running ones after) before
+    quantisation; without it the latent drifted to a large constant offset that codebook 0 could not follow
+    (10 codes used where the others used 100). Files written before this field load with it off."""
+    decoder: str = "seanet"
+    """"seanet" (upsampling convolutions) or "istft" (frame-rate ConvNeXt + inverse-STFT magnitude/phase head)"""
+    decoder_dim: int = 256
+    """width of the istft decoder's ConvNeXt blocks (their hidden layer is 3x this)"""
+    decoder_layers: int = 8
+    """ConvNeXt blocks of the istft decoder"""
 
     @property
     def hop_length(self) -> int:
@@ -70,11 +87,38 @@ class NativeCodecConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "speech16k": dict(sample_rate=16000, strides=(2, 4, 5, 8), num_codebooks=12),
+    "speech16k": dict(sample_rate=16000, strides=(2, 4, 5, 8), num_codebooks=12, decoder="istft"),
     "music24k": dict(sample_rate=24000, strides=(2, 4, 5, 8), num_codebooks=16),
     "music32k": dict(sample_rate=32000, strides=(2, 4, 5, 8), num_codebooks=16),
-    "tiny": dict(n_filters=4, lstm_layers=0, dimension=16, num_codebooks=4, codebook_size=32, kmeans_iters=2),
+    "tiny": dict(
+        n_filters=4,
+        lstm_layers=0,
+        dimension=16,
+        num_codebooks=4,
+        codebook_size=32,
+        kmeans_iters=2,
+        decoder_dim=16,
+        decoder_layers=1,
+    ),
 }
+DECODERS = ("seanet", "istft")
+
+
+class ISTFTDecoder(nn.Module):
+    """Quantised latent (B, D, T) -> wav (B, 1, T * hop): Vocos ConvNeXt backbone + inverse-STFT head.
+
+    The head predicts log-magnitude and phase of an STFT with window 4 x hop and hop = the codec's hop
+    ("same" padding, so T frames give exactly T * hop samples).
+    """
+
+    def __init__(self, config: NativeCodecConfig):
+        super().__init__()
+        dim = config.decoder_dim
+        self.backbone = VocosBackbone(config.dimension, dim, 3 * dim, config.decoder_layers)
+        self.head = ISTFTHead(dim, n_fft=4 * config.hop_length, hop_length=config.hop_length, padding="same")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(z))[:, None]  # (B, 1, T * hop)
 
 
 class NativeCodec(nn.Module):
@@ -99,8 +143,17 @@ class NativeCodec(nn.Module):
             ratios=list(reversed(config.strides)),  # SEANet takes the decoder's (upsampling) order
             lstm=config.lstm_layers,
         )
+        if config.decoder not in DECODERS:
+            raise CodecError(f"decoder must be one of {DECODERS}, got {config.decoder!r}")
+        if config.decoder == "istft" and config.channels != 1:
+            raise CodecError(f"the istft decoder makes mono audio; got channels={config.channels}")
         self.encoder = SEANetEncoder(**seanet)
-        self.decoder = SEANetDecoder(**seanet)
+        self.decoder = SEANetDecoder(**seanet) if config.decoder == "seanet" else ISTFTDecoder(config)
+        self.norm = (
+            nn.BatchNorm1d(config.dimension, affine=False, momentum=0.01)
+            if config.latent_norm
+            else nn.Identity()
+        )
         self.quantizer = ResidualVectorQuantization(
             num_quantizers=config.num_codebooks,
             dim=config.dimension,
@@ -134,21 +187,32 @@ class NativeCodec(nn.Module):
         wav (B, C, N) with N a multiple of hop_length -> (reconstruction (B, C, N),
         codes int64 (n_q, B, T), commitment loss scalar).
         """
-        z = self.encoder(wav)  # (B, D, T)
+        z = self.latent(wav)  # (B, D, T)
         quantized, codes, commit = self.quantizer(z, n_q=n_q or self.config.num_codebooks)
         return self.decoder(quantized), codes, commit.mean()
+
+    def latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, C, N), N a multiple of hop_length -> the latent the quantiser reads, float (B, D, T)."""
+        return self.norm(self.encoder(wav))
 
     @torch.no_grad()
     def init_scales(self, wav: torch.Tensor) -> None:
         """Data-dependent initialisation of the weight-normalised convolutions (Salimans & Kingma, 2016).
 
-        In one pass over wav (B, C, N), each convolution's gain and bias are set so that its output has zero
-        mean per channel and unit standard deviation; the decoder's last one matches the std of `wav`.
-        PyTorch's default initialisation shrinks the signal about 2x per layer, which left the latent nearly
-        constant in time and the codec stuck predicting an average spectrum on short CPU runs.
+        In one pass over wav (B, C, N), each weight-normalised convolution's gain and bias are set so that its
+        output has zero mean per channel and unit standard deviation; a SEANet decoder's last one matches the
+        std of `wav` (the istft decoder's layer norms need no such start). PyTorch's default initialisation
+        shrinks the signal about 2x per layer, which left the latent nearly constant in time and the codec
+        stuck predicting an average spectrum on short CPU runs.
         """
-        convs = [m for m in self.modules() if isinstance(m, nn.Conv1d | nn.ConvTranspose1d)]
-        target = {m: 1.0 for m in convs} | {convs[-1]: float(wav.std())}
+        convs = [
+            m
+            for m in self.modules()
+            if isinstance(m, nn.Conv1d | nn.ConvTranspose1d) and hasattr(m, "weight_g")
+        ]
+        target = {m: 1.0 for m in convs}
+        if self.config.decoder == "seanet":
+            target[convs[-1]] = float(wav.std())
 
         def normalise(conv: nn.Module, _inputs, out: torch.Tensor) -> torch.Tensor:
             mean = out.mean(dim=(0, 2))  # (channels,)
@@ -159,7 +223,7 @@ class NativeCodec(nn.Module):
 
         hooks = [m.register_forward_hook(normalise) for m in convs]
         try:
-            self.decoder(self.encoder(wav))
+            self.decoder(self.latent(wav))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -171,7 +235,7 @@ class NativeCodec(nn.Module):
 
         Layer k is fitted to the residual left by layers < k. Layers already initialised are kept.
         """
-        z = torch.cat([self.encoder(w).transpose(1, 2).flatten(0, 1) for w in wavs])  # (sum B*T, D)
+        z = torch.cat([self.latent(w).transpose(1, 2).flatten(0, 1) for w in wavs])  # (sum B*T, D)
         for layer in self.quantizer.layers:
             book = layer._codebook
             init_codebook_(book, z, self.config.kmeans_iters)
@@ -187,7 +251,7 @@ class NativeCodec(nn.Module):
         """wav float (B, C, N) at `sample_rate` (default: the codec's) -> codes int64 (B, K, T)."""
         self._check_initialised()
         x = self.pad(prepare_input(self, wav, sample_rate).to(self._device))
-        codes = self.quantizer.encode(self.encoder(x), n_q=self.num_codebooks)  # (K, B, T)
+        codes = self.quantizer.encode(self.latent(x), n_q=self.num_codebooks)  # (K, B, T)
         return codes.transpose(0, 1).contiguous()  # (B, K, T)
 
     @torch.no_grad()
@@ -254,4 +318,5 @@ def read_config(path: Path) -> NativeCodecConfig:
     if unknown:
         raise CodecError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(known)}")
     raw["strides"] = tuple(raw.get("strides", NativeCodecConfig.strides))
+    raw.setdefault("latent_norm", False)  # written before the field existed: no normalisation layer
     return NativeCodecConfig(**raw)

@@ -5,6 +5,7 @@ Batch: wav float32 (B, C, N), N = segment_seconds x sample_rate, random crops of
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,12 +13,19 @@ from pathlib import Path
 import lightning as L
 import torch
 from encodec.msstftd import MultiScaleSTFTDiscriminator
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from vocos.discriminators import DiscriminatorR
 
 from audiollm import audio
 from audiollm.codecs import losses
 from audiollm.codecs.native import NativeCodec, NativeCodecConfig
 from audiollm.data.manifest import Record, read_manifest
+
+log = logging.getLogger(__name__)
+DISCRIMINATORS = ("none", "msstft", "mrd")
+MAX_DRAWS = 100
+MRD_WINDOWS = (2048, 1024, 512)
 
 
 @dataclass
@@ -38,8 +46,34 @@ class LossWeights:
     """discriminator feature matching (only with the discriminator)"""
 
 
+class Discriminator(nn.Module):
+    """wav (B, 1, N) -> (logits per sub-discriminator, feature maps per sub-discriminator).
+
+    `msstft`: EnCodec's multi-scale STFT discriminator (the `encodec` package; `filters` wide).
+    `mrd`: the multi-resolution, multi-band complex-STFT discriminator of DAC and Vocos (the `vocos`
+    package's `DiscriminatorR` at windows 2048, 1024, 512, `filters` channels). Both read the complex STFT,
+    so they see phase.
+    """
+
+    def __init__(self, kind: str, filters: int = 32, channels: int = 1):
+        super().__init__()
+        if kind not in DISCRIMINATORS[1:]:
+            raise ValueError(f"model.discriminator must be one of {DISCRIMINATORS}, got {kind!r}")
+        self.kind = kind
+        if kind == "msstft":
+            self.net = MultiScaleSTFTDiscriminator(filters, in_channels=channels)
+        else:
+            self.net = nn.ModuleList(DiscriminatorR(window_length=w, channels=filters) for w in MRD_WINDOWS)
+
+    def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        if self.kind == "msstft":
+            return self.net(wav)
+        outs = [d(wav[:, 0]) for d in self.net]  # each (logits (B, ...), feature maps)
+        return [o[0] for o in outs], [o[1] for o in outs]
+
+
 class CodecModule(L.LightningModule):
-    """Trains a `NativeCodec`; the discriminator (multi-scale STFT) is optional.
+    """Trains a `NativeCodec`, optionally against a discriminator (`msstft` or `mrd`) with feature matching.
 
     The first batch sets the convolutions' scales (`NativeCodec.init_scales`). The first
     `autoencoder_steps` steps train encoder and decoder without quantisation; the codebooks are then k-means
@@ -59,7 +93,7 @@ class CodecModule(L.LightningModule):
         min_codebooks: int = 1,
         kmeans_batches: int = 4,
         autoencoder_steps: int = 0,
-        discriminator: bool = False,
+        discriminator: str = "none",
         discriminator_filters: int = 32,
         discriminator_start_step: int = 0,
     ):
@@ -71,12 +105,14 @@ class CodecModule(L.LightningModule):
         self.mel_loss = losses.MultiScaleMelLoss(codec.sample_rate)
         self.stft_loss = losses.MultiResolutionSTFTLoss()
         self.discriminator = (
-            MultiScaleSTFTDiscriminator(discriminator_filters, in_channels=codec.channels)
-            if discriminator
+            Discriminator(discriminator, discriminator_filters, codec.channels)
+            if discriminator != "none"
             else None
         )
         self._kmeans_buffer: list[torch.Tensor] = []
         self._scaled = False  # set by init_scales on the first batch of a run that starts from step 0
+        self.batches_seen = 0  # batches trained on (k-means batches take no optimiser step); checkpointed
+        self._rng_state: torch.Tensor | None = None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
@@ -92,12 +128,26 @@ class CodecModule(L.LightningModule):
             return int(torch.randint(hp.min_codebooks, K + 1, ()))
         return K
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["batches_seen"] = self.batches_seen
+        checkpoint["torch_rng_state"] = torch.get_rng_state()  # codebook draws and dead-code replacement
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.batches_seen = checkpoint.get("batches_seen", 0)
+        self._rng_state = checkpoint.get(
+            "torch_rng_state"
+        )  # set at the next step: loaders draw from it first
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if self._rng_state is not None:
+            torch.set_rng_state(self._rng_state)
+            self._rng_state = None
+        self.batches_seen += 1
         if self.global_step == 0 and not self._scaled:
             self.codec.init_scales(batch)
             self._scaled = True
         if self.global_step < self.hparams.autoencoder_steps:
-            n_q, recon, commit = 0, self.codec.decoder(self.codec.encoder(batch)), batch.new_zeros(())
+            n_q, recon, commit = 0, self.codec.decoder(self.codec.latent(batch)), batch.new_zeros(())
         elif not self.codec.initialised:
             self._collect_for_kmeans(batch)
             return
@@ -117,6 +167,10 @@ class CodecModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True)
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         self.log("train/codebooks", float(n_q), on_step=True)
+
+    def progress_count(self, batch: torch.Tensor) -> tuple[float, str]:
+        """What a batch (B, C, N) adds to the throughput `ProgressLog` prints: seconds of audio."""
+        return batch.shape[0] * batch.shape[-1] / self.codec.sample_rate, "audio-s"
 
     def adversarial_step(self, recon: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update the discriminator on (real, recon.detach()); return the generator's adversarial terms."""
@@ -160,12 +214,19 @@ class CropDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         rng = random.Random(self.seed * 1_000_003 + self.offset + i)
-        (k,) = rng.choices(range(len(self.records)), weights=self.durations)
-        rec, span = self.records[k], self.durations[k]
-        start = rec.start + rng.uniform(0.0, max(0.0, span - self.segment_seconds))
-        wav, _ = audio.load(
-            rec.audio, self.sample_rate, self.channels, start, min(span, self.segment_seconds)
-        )
+        for _ in range(MAX_DRAWS):  # a clip that cannot be read is named in the log and another is drawn
+            (k,) = rng.choices(range(len(self.records)), weights=self.durations)
+            rec, span = self.records[k], self.durations[k]
+            start = rec.start + rng.uniform(0.0, max(0.0, span - self.segment_seconds))
+            try:
+                wav, _ = audio.load(
+                    rec.audio, self.sample_rate, self.channels, start, min(span, self.segment_seconds)
+                )
+                break
+            except audio.AudioError as e:
+                log.warning("skipping an unreadable training clip: %s", e)
+        else:
+            raise RuntimeError(f"{MAX_DRAWS} training clips in a row could not be read; check the manifests")
         n = round(self.segment_seconds * self.sample_rate)
         return torch.nn.functional.pad(wav[:, :n], (0, n - min(n, wav.shape[1])))  # (C, N)
 
@@ -198,7 +259,11 @@ class CodecDataModule(L.LightningDataModule):
             return
         for path in self.hparams.train_manifests:
             for rec in read_manifest(path):
-                meta = audio.info(rec.audio)
+                try:
+                    meta = audio.info(rec.audio)
+                except audio.AudioError as e:
+                    log.warning("%s: skipping a training clip that cannot be read: %s", path, e)
+                    continue
                 span = rec.duration or meta.frames / meta.samplerate - rec.start
                 self.records.append(rec)
                 self.durations.append(span)
@@ -214,8 +279,8 @@ class CodecDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, drop_last=True)
 
     def state_dict(self) -> dict:
-        served = self.trainer.global_step * self.hparams.batch_size if self.trainer else 0
-        return {"examples_served": served}
+        module = self.trainer.lightning_module if self.trainer else None
+        return {"examples_served": getattr(module, "batches_seen", 0) * self.hparams.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
         self.examples_served = int(state.get("examples_served", 0))

@@ -2,8 +2,12 @@
 
     python recipes/codec/make_speech.py --data ../shared/data --out runs/codec_data
 
-Writes `train.jsonl` (with 600 Free Spoken Digit training takes) and `heldout.jsonl`. Held out (never in train): LJ001-0025..0032 (real audio) and
-their sentences spoken by flite's `slt` voice (no voice speaks those sentences in train).
+Writes `train.jsonl` and `heldout.jsonl`. Train: LJ001-0001..0024, the misc clips, AN4's training
+speakers, every FSDD training take (5-49) of the FSDD speakers other than `HELDOUT_FSDD`, and 84 sentences
+in 11 flite / espeak-ng voices. Held out (never in train): LJ001-0025..0032 (real audio) and their
+sentences spoken by flite's `slt` voice (no voice speaks those sentences in train), and real speakers the
+codec never hears: AN4's test speakers and FSDD speaker `HELDOUT_FSDD` (takes 0-1 of each digit).
+More synthetic speech comes from `audiollm prepare offline-speech` (see the recipe's README).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from audiollm.data.manifest import write_jsonl
 
 HELDOUT_LJ = {f"LJ001-{n:04d}" for n in range(25, 33)}
+HELDOUT_FSDD = "nicolas"
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+f2", "en-us+m4")
 REAL_REPEATS = 4  # real speech is scarce: list each real file this many times so crops see it more often
@@ -102,24 +107,34 @@ def lj_texts(data: Path) -> dict[str, str]:
         return {row[0]: row[1] for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE)}
 
 
-def real_speech(data: Path) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out rows) of the real speech in shared/data."""
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def real_speech(data: Path, lj: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out rows) of the real speech in shared/data; held-out rows carry their text."""
     train, heldout = [], []
     for path in sorted((data / "ljspeech_subset" / "wavs").glob("*.flac")):
-        rows = heldout if path.stem in HELDOUT_LJ else train
-        rows.append({"id": path.stem, "audio": str(path), "speaker": "LJ"})
+        if path.stem in HELDOUT_LJ:
+            heldout.append({"id": path.stem, "audio": str(path), "speaker": "LJ", "text": lj[path.stem]})
+        else:
+            train.append({"id": path.stem, "audio": str(path), "speaker": "LJ"})
     misc = sorted(
         p for p in (data / "english_speech_misc").iterdir() if p.suffix in (".flac", ".ogg", ".wav")
     )
-    an4 = sorted((data / "mini_an4" / "an4" / "wav").rglob("*.sph"))
-    train += [{"id": p.name, "audio": str(p)} for p in misc + an4]
-    # every third FSDD training take (5-49; takes 0-4 are its test set): 8 kHz telephone-band speech
-    recordings = sorted((data / "fsdd_spoken_digits" / "recordings").glob("*.wav"))  # DIGIT_SPEAKER_TAKE.wav
-    digits = [p for p in recordings if int(p.stem.split("_")[2]) >= 5 and int(p.stem.split("_")[2]) % 3 == 0]
+    an4 = data / "mini_an4" / "an4" / "wav"
+    train += [{"id": p.name, "audio": str(p)} for p in misc + sorted((an4 / "an4_clstk").rglob("*.sph"))]
+    heldout += [{"id": p.name, "audio": str(p), "speaker": "an4-test"} for p in sorted((an4 / "an4test_clstk").rglob("*.sph"))]  # fmt: skip
     repeated = [dict(row, id=f"{row['id']}#{r}") for row in train for r in range(REAL_REPEATS)]
-    return repeated + [
-        {"id": p.stem, "audio": str(p), "speaker": p.stem.split("_")[1]} for p in digits
-    ], heldout
+    # FSDD: DIGIT_SPEAKER_TAKE.wav, 8 kHz telephone-band speech; takes 0-4 are its test set
+    digits = []
+    for p in sorted((data / "fsdd_spoken_digits" / "recordings").glob("*.wav")):
+        digit, speaker, take = p.stem.split("_")
+        row = {"id": p.stem, "audio": str(p), "speaker": f"fsdd-{speaker}", "text": DIGITS[int(digit)]}
+        if speaker == HELDOUT_FSDD and int(take) < 2:
+            heldout.append(row)
+        elif speaker != HELDOUT_FSDD and int(take) >= 5:
+            digits.append(row)
+    return repeated + digits, heldout
 
 
 def synthetic_speech(texts: dict[str, str], heldout_texts: dict[str, str], out: Path) -> tuple[list, list]:
@@ -147,7 +162,7 @@ def main() -> None:
     lj = lj_texts(args.data)
     texts = {f"s{i:02d}": s for i, s in enumerate(SENTENCES.strip().splitlines())}
     texts |= {k: v for k, v in lj.items() if k not in HELDOUT_LJ}
-    real_train, real_heldout = real_speech(args.data)
+    real_train, real_heldout = real_speech(args.data, lj)
     synth_train, synth_heldout = synthetic_speech(texts, {k: lj[k] for k in sorted(HELDOUT_LJ)}, args.out)
     write_jsonl(args.out / "train.jsonl", real_train + synth_train)
     write_jsonl(args.out / "heldout.jsonl", real_heldout + synth_heldout)
