@@ -7,7 +7,17 @@ import torch
 from audiollm import audio
 from audiollm.codecs import bitrate
 from audiollm.codecs.native import PRESETS, NativeCodec, NativeCodecConfig
-from audiollm.eval.codec import evaluate_codec, log_mel_distance, opus_round_trip, si_snr, stoi
+from audiollm.eval.codec import (
+    codebook_perplexity,
+    evaluate,
+    evaluate_codec,
+    identity_round_trip,
+    log_mel_distance,
+    opus_round_trip,
+    pitch_agreement,
+    si_snr,
+    stoi,
+)
 
 SR = 16000
 
@@ -60,6 +70,41 @@ def test_evaluate_codec_reports_every_metric(tmp_path):
     codec.init_codebooks([torch.randn(2, 1, 3200)])
     files = [audio.save(tmp_path / f"{i}.wav", speechlike(1.0, seed=i), SR) for i in range(2)]
     result = evaluate_codec(codec, files)
-    assert set(result) == {"log_mel_distance", "stoi", "si_snr", "kbps", "files"}
+    assert set(result) == {"log_mel_distance", "stoi", "si_snr", "kbps", "f0_error", "voicing", "files"}
     assert result["files"] == 2 and result["kbps"] == bitrate(codec) / 1000
-    assert all(math.isfinite(v) for v in result.values())
+    assert all(math.isfinite(result[k]) for k in ("log_mel_distance", "stoi", "si_snr", "kbps", "voicing"))
+    perplexity = codebook_perplexity(codec, files)
+    assert len(perplexity) == 4 and all(1 <= p <= codec.codebook_size for p in perplexity)
+
+
+def test_codebook_perplexity_counts_the_codes_used(tmp_path):
+    class Fixed:  # a stand-in codec whose codebook 0 alternates two codes and codebook 1 always emits one
+        sample_rate, channels, num_codebooks, codebook_size = SR, 1, 2, 8
+
+        def encode(self, wav):
+            T = wav.shape[-1] // 160
+            return torch.stack([torch.arange(T) % 2, torch.zeros(T, dtype=torch.long)])[None]
+
+    files = [audio.save(tmp_path / "a.wav", speechlike(1.0), SR)]
+    assert codebook_perplexity(Fixed(), files) == pytest.approx([2.0, 1.0])
+
+
+def test_pitch_agreement_sees_a_shifted_pitch():
+    t = torch.arange(SR) / SR
+    tone = lambda f0: sum(torch.sin(2 * math.pi * f0 * k * t) / k for k in range(1, 6)).float() * 0.2  # noqa: E731
+    error, voicing = pitch_agreement(tone(150), tone(150), SR)
+    assert error < 0.01 and voicing > 0.95
+    shifted, _ = pitch_agreement(tone(150), tone(165), SR)
+    assert shifted == pytest.approx(0.10, abs=0.02)
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite")
+def test_evaluate_judges_intelligibility_with_pocketsphinx(tmp_path):
+    import subprocess
+
+    text = "the morning train was late again"
+    wav = tmp_path / "s.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(wav)], check=True)
+    clean = evaluate(identity_round_trip, [wav], SR, texts=[text])
+    silent = evaluate(lambda x: (torch.zeros_like(x), 0.0), [wav], SR, texts=[text])
+    assert clean["wer"] <= 0.35 and silent["wer"] == 1.0

@@ -1,4 +1,5 @@
-"""Codec quality: log-mel distance, STOI, SI-SNR and bitrate, for any `Codec` and for an Opus reference.
+"""Codec quality: log-mel distance, STOI, SI-SNR, pitch, intelligibility and bitrate, for any `Codec` and for
+an Opus reference; and how much of each codebook a codec uses (perplexity).
 
 Signals are float mono (N,) tensors at one sample rate; `reference` first, `estimate` second.
 """
@@ -84,30 +85,93 @@ def opus_round_trip(kbps: float, sample_rate: int) -> RoundTrip:
     return run
 
 
-def evaluate(round_trip: RoundTrip, files: Sequence[str | Path], sample_rate: int) -> dict[str, float]:
-    """Mean log_mel_distance, stoi, si_snr and kbps of `round_trip` over mono `files` loaded at `sample_rate`."""
+def pitch_agreement(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> tuple[float, float]:
+    """librosa.pyin (60-500 Hz) on both: (median relative F0 error over frames voiced in both, or nan when none;
+    fraction of frames whose voiced/unvoiced decision agrees)."""
+    import librosa  # imported here: its first call compiles numba code for ~25 s
+
+    tracks = [
+        librosa.pyin(x.double().numpy(), fmin=60.0, fmax=500.0, sr=sample_rate, frame_length=1024)[:2]
+        for x in (reference, estimate)
+    ]
+    (f_ref, v_ref), (f_est, v_est) = tracks
+    both = v_ref & v_est
+    error = float(np.median(np.abs(f_est[both] - f_ref[both]) / f_ref[both])) if both.any() else float("nan")
+    return error, float((v_ref == v_est).mean())
+
+
+def identity_round_trip(wav: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The original audio, unchanged (the reference row of a comparison); costs nan kbps."""
+    return wav, float("nan")
+
+
+def evaluate(
+    round_trip: RoundTrip,
+    files: Sequence[str | Path],
+    sample_rate: int,
+    texts: Sequence[str | None] | None = None,
+    pitch: bool = True,
+) -> dict[str, float]:
+    """Means over mono `files` at `sample_rate` of log_mel_distance, stoi, si_snr, kbps, and with `pitch`
+    f0_error and voicing (`pitch_agreement`, slow); with `texts`, also pocketsphinx's corpus WER on the
+    decoded audio of the rows with text."""
+    from audiollm.eval.asr import error_rates
+    from audiollm.eval.tts import Recognizer
+
     if not files:
         raise ValueError("evaluate needs at least one audio file")
-    rows = []
-    for path in files:
+    texts = texts or [None] * len(files)
+    judge = Recognizer() if any(texts) else None
+    rows, refs, hyps = [], [], []
+    for path, text in zip(files, texts, strict=True):
         wav, _ = audio.load(path, sample_rate, channels=1)
         ref = wav[0]
         est, kbps = round_trip(ref)
         scores = [log_mel_distance(ref, est, sample_rate), stoi(ref, est, sample_rate), si_snr(ref, est)]
-        rows.append([*scores, kbps])
-    means = np.mean(rows, axis=0)
-    names = ("log_mel_distance", "stoi", "si_snr", "kbps")
-    return {**dict(zip(names, means.tolist(), strict=True)), "files": len(rows)}
+        f0 = pitch_agreement(ref, est, sample_rate) if pitch else (float("nan"), float("nan"))
+        rows.append([*scores, kbps, *f0])
+        if text:
+            refs.append(text)
+            hyps.append(judge(est, sample_rate))
+    columns = np.asarray(rows, dtype=float).T  # (measures, files); nan where a measure is undefined
+    means = [float(c[~np.isnan(c)].mean()) if (~np.isnan(c)).any() else float("nan") for c in columns]
+    names = ("log_mel_distance", "stoi", "si_snr", "kbps", "f0_error", "voicing")
+    result = {**dict(zip(names, means, strict=True)), "files": len(rows)}
+    if refs:
+        result["wer"] = error_rates(refs, hyps)["wer"]
+    return result
 
 
-def evaluate_codec(codec: Codec, files: Sequence[str | Path]) -> dict[str, float]:
-    """Round-trip `files` through `codec`: mean log_mel_distance, stoi, si_snr (dB), kbps; and files."""
-    return evaluate(codec_round_trip(codec), files, codec.sample_rate)
+@torch.no_grad()
+def codebook_perplexity(codec: Codec, files: Sequence[str | Path]) -> list[float]:
+    """exp(entropy) of each codebook's code distribution over all frames of `files` (at most codebook_size;
+    a codebook that always emits one code scores 1)."""
+    counts = torch.zeros(codec.num_codebooks, codec.codebook_size)
+    for path in files:
+        wav, _ = audio.load(path, codec.sample_rate, channels=codec.channels)
+        codes = codec.encode(wav[None])[0].cpu()  # (K, T)
+        for k, row in enumerate(codes):
+            counts[k] += torch.bincount(row, minlength=codec.codebook_size).float()
+    p = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
+    return entropy.exp().tolist()
 
 
-def evaluate_opus(kbps: float, files: Sequence[str | Path], sample_rate: int = 16000) -> dict[str, float]:
-    """The same metrics for Opus (ffmpeg libopus, voip) asked for `kbps`; `kbps` in the result is measured."""
-    return evaluate(opus_round_trip(kbps, sample_rate), files, sample_rate)
+def evaluate_codec(
+    codec: Codec, files: Sequence[str | Path], texts: Sequence[str | None] | None = None
+) -> dict[str, float]:
+    """Round-trip `files` through `codec` and score them with `evaluate`."""
+    return evaluate(codec_round_trip(codec), files, codec.sample_rate, texts)
+
+
+def evaluate_opus(
+    kbps: float,
+    files: Sequence[str | Path],
+    sample_rate: int = 16000,
+    texts: Sequence[str | None] | None = None,
+) -> dict[str, float]:
+    """The same for Opus (ffmpeg libopus, voip) asked for `kbps`; `kbps` in the result is measured."""
+    return evaluate(opus_round_trip(kbps, sample_rate), files, sample_rate, texts)
 
 
 def _run(cmd: list) -> str:
