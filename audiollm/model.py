@@ -405,16 +405,20 @@ def lm_loss(
     audio_targets: torch.Tensor,
     text_mask: torch.Tensor,
     audio_mask: torch.Tensor,
+    text_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cross-entropy over the positions the caller's masks select.
 
     text_logits (B, S, V), text_targets (B, S) int64, text_mask (B, S) bool; audio_logits (B, S, K, C),
-    audio_targets (B, S, K) int64, audio_mask (B, S, K) bool. Returns `loss` (mean over every selected
-    text token and audio code), `text_loss` and `audio_loss` (means per modality; 0 where none selected).
+    audio_targets (B, S, K) int64, audio_mask (B, S, K) bool; text_weight (B, S) float weighs each text
+    position's term (None: all 1). Returns `loss` (weighted mean over every selected text token and audio
+    code), `text_loss` and `audio_loss` (means per modality; 0 where none selected).
     """
-    text_sum = F.cross_entropy(text_logits[text_mask].float(), text_targets[text_mask], reduction="sum")
+    text_ce = F.cross_entropy(text_logits[text_mask].float(), text_targets[text_mask], reduction="none")
+    weight = text_weight[text_mask].float() if text_weight is not None else torch.ones_like(text_ce)
+    text_sum, n_text = (text_ce * weight).sum(), weight.sum()
     audio_sum = F.cross_entropy(audio_logits[audio_mask].float(), audio_targets[audio_mask], reduction="sum")
-    n_text, n_audio = text_mask.sum(), audio_mask.sum()
+    n_audio = audio_mask.sum()
     return {
         "loss": (text_sum + audio_sum) / (n_text + n_audio).clamp(min=1),
         "text_loss": text_sum / n_text.clamp(min=1),

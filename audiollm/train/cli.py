@@ -21,11 +21,12 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from audiollm.train.codec import CodecDataModule, CodecModule, ExportCodec
 from audiollm.train.datamodule import AudioDataModule
 from audiollm.train.module import ExportOnTrainEnd, LitAudioLM
+from audiollm.train.progress import ProgressLog, set_threads
 
 # kind -> (LightningModule, LightningDataModule, callbacks added to the Trainer)
 RECIPES = {
-    "codec": (CodecModule, CodecDataModule, [ExportCodec]),
-    "lm": (LitAudioLM, AudioDataModule, [ExportOnTrainEnd]),
+    "codec": (CodecModule, CodecDataModule, [ExportCodec, ProgressLog]),
+    "lm": (LitAudioLM, AudioDataModule, [ExportOnTrainEnd, ProgressLog]),
 }
 
 
@@ -88,6 +89,7 @@ def fit_main(argv: list[str]) -> int:
     """Parse `argv` (config files and overrides), build trainer/model/data, and train. Returns 0."""
     # `audiollm fit` hands LightningCLI the arguments after "fit" on purpose; its warning about sys.argv is noise
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    set_threads()
     cli = FitCLI(config_kind(argv), argv)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     return 0

@@ -29,6 +29,10 @@ class LitAudioLM(L.LightningModule):
         betas: AdamW betas.
         warmup_steps: linear warmup steps.
         min_lr_ratio: the cosine ends at lr x this, at trainer.max_steps.
+        stop_weight: weight of the text head's `<eos>` decision at the end of generated audio. Each audio
+            step's text head decides between another frame and the end, so a clip of T frames has T-1
+            "go on" decisions for one "stop": unweighted, `<eos>` was rarely the argmax at the end and
+            generated speech ran on (about 3x flite's length).
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class LitAudioLM(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        stop_weight: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -64,12 +69,24 @@ class LitAudioLM(L.LightningModule):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Total, per-modality and per-task losses and accuracies of one batch."""
         text_logits, audio_logits = self.model(batch["text"], batch["audio"], batch["is_audio"])
-        targets = (batch["text_target"], batch["audio_target"], batch["text_mask"], batch["audio_mask"])
+        stops = batch["is_audio"] & (batch["text_target"] == self.model.config.vocab.eos)  # (B, S)
+        weight = torch.where(stops, self.hparams.stop_weight, 1.0)
+        targets = (
+            batch["text_target"],
+            batch["audio_target"],
+            batch["text_mask"],
+            batch["audio_mask"],
+            weight,
+        )
         out = lm_loss(text_logits, audio_logits, *targets)
         with torch.no_grad():
             tm, am = batch["text_mask"], batch["audio_mask"]
             if tm.any():
                 out["text_acc"] = (text_logits[tm].argmax(-1) == batch["text_target"][tm]).float().mean()
+            if stops.any():  # how often <eos> is the text head's argmax where the audio should end
+                out["stop_acc"] = (
+                    (text_logits[stops].argmax(-1) == batch["text_target"][stops]).float().mean()
+                )
             if am.any():
                 out["audio_acc"] = (audio_logits[am].argmax(-1) == batch["audio_target"][am]).float().mean()
             for i, task in enumerate(TASKS):
@@ -87,6 +104,10 @@ class LitAudioLM(L.LightningModule):
         self.log("train/ppl", torch.exp(out["loss"].detach()), batch_size=B)
         self.log("train/tokens", float(batch["text"].numel()), reduce_fx="sum", batch_size=B)
         return out["loss"]
+
+    def progress_count(self, batch: dict[str, torch.Tensor]) -> tuple[float, str]:
+        """What a batch adds to the throughput `ProgressLog` prints: its token positions."""
+        return float(batch["text"].numel()), "tokens"
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.compute_loss(batch)

@@ -1,0 +1,101 @@
+"""Progress of long training runs as plain lines (terminal or not), and torch threads set from the free cores.
+
+Lightning draws its progress bar only on a terminal; a run logged to a file or CI showed nothing for the
+whole of training. `ProgressLog` prints one line every few steps instead:
+
+    step 120/1500 | train/loss 4.213 | valid/loss 4.402 | 8,410 tokens/s | 2m31s elapsed | ~14m left
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Timer
+
+log = logging.getLogger(__name__)
+SHOWN = ("train/loss", "valid/loss")
+"""metrics a progress line shows when the module logs them"""
+
+
+def free_cores() -> int:
+    """CPU cores not busy with other work: os.cpu_count() less the 1-minute load average, at least 1."""
+    cores = os.cpu_count() or 1
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
+def set_threads() -> int:
+    """Set torch's intra-op threads from $AUDIOLLM_THREADS, else leave $OMP_NUM_THREADS, else the free cores.
+
+    Running more compute threads than free cores slowed CPU training here 10-40x (oversubscription).
+    Returns the number of threads torch now uses.
+    """
+    if "AUDIOLLM_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["AUDIOLLM_THREADS"]))
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(free_cores())
+    return torch.get_num_threads()
+
+
+def duration(seconds: float) -> str:
+    """Seconds as '1h02m', '4m05s' or '12s'."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class ProgressLog(L.Callback):
+    """Print step, losses, throughput, elapsed and remaining time every `every_n_steps` optimiser steps
+    (default: the trainer's `log_every_n_steps`).
+
+    Throughput counts what `pl_module.progress_count(batch) -> (amount, unit)` reports (tokens, seconds of
+    audio); the time left is the sooner of `trainer.max_steps` and `trainer.max_time` at the current rate.
+    """
+
+    def __init__(self, every_n_steps: int | None = None):
+        self.every_n_steps = every_n_steps
+        self.started = 0.0
+        self.first_step = self.last_step = 0
+        self.amount, self.unit = 0.0, ""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+        self.first_step = self.last_step = trainer.global_step
+        log.info("training from step %d with %d torch threads", trainer.global_step, torch.get_num_threads())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:  # fmt: skip
+        if hasattr(pl_module, "progress_count"):
+            amount, self.unit = pl_module.progress_count(batch)
+            self.amount += amount
+        step = trainer.global_step
+        if (
+            step - self.last_step < (self.every_n_steps or trainer.log_every_n_steps)
+            or not trainer.is_global_zero
+        ):
+            return
+        self.last_step = step
+        print(self.line(trainer, step, time.monotonic() - self.started), flush=True)
+
+    def line(self, trainer: L.Trainer, step: int, elapsed: float) -> str:
+        """The progress line for `step`, `elapsed` seconds after this run (or resume) started."""
+        parts = [f"step {step}/{trainer.max_steps if trainer.max_steps > 0 else '?'}"]
+        metrics = trainer.callback_metrics
+        parts += [f"{k} {float(metrics[k]):.3f}" for k in SHOWN if k in metrics]
+        if self.unit and elapsed > 0:
+            rate = self.amount / elapsed
+            parts.append(f"{rate:,.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s")
+        parts.append(f"{duration(elapsed)} elapsed")
+        left = []
+        done = step - self.first_step
+        if trainer.max_steps > 0 and done > 0:
+            left.append((trainer.max_steps - step) * elapsed / done)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining() is not None:
+            left.append(timer.time_remaining())
+        if left:
+            parts.append(f"~{duration(max(0.0, min(left)))} left")
+        return " | ".join(parts)
