@@ -392,6 +392,23 @@ def _add_compose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from audiollm.serve import add_arguments  # light: no fastapi until a server starts
+
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.serve import from_args
+
+        try:
+            from audiollm.serve.app import serve
+        except ModuleNotFoundError as e:
+            raise RuntimeError(f"the server needs {e.name}: pip install -e '.[serve]'") from None
+        return serve(from_args(args))
+
+    p = sub.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible audio endpoints, batched")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 # Each entry adds one subcommand; `fit` is handled before argparse (its own CLI parses the rest).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
@@ -403,6 +420,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_quickstart,
     _add_demo,
     _add_compose,
+    _add_serve,
 ]
 
 

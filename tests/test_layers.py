@@ -13,7 +13,7 @@ LAYERS = {
     "text": 1, "codecs": 1, "patterns": 1, "model": 1,
     "generate": 2, "convert": 2, "tasks": 2, "data": 2,
     "train": 3, "api": 3, "eval": 3,
-    "compose": 4, "cli": 4,
+    "compose": 4, "serve": 4, "cli": 4,
 }  # fmt: skip
 LEAF_PACKAGES = ("data_prep", "recipes", "demos", "bench", "tests")
 HEAVY = ("lightning", "pytorch_lightning", "gradio", "librosa", "transformers", "matplotlib")
