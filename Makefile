@@ -12,7 +12,7 @@ setup: $(STAMP) debs
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[demo,dev]'
+	$(PY) -m pip install --quiet -e '.[demo,dev,eval]'
 	touch $(STAMP)
 
 # Debian tools used by data_prep (speech, music rendering), by the Opus reference codec, and (chromium) by

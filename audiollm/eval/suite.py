@@ -15,7 +15,8 @@ from audiollm.eval.report import Report
 from audiollm.eval.tts import evaluate_tts
 
 # The manifest field each evaluation needs besides `audio`.
-NEEDS = {"asr": "text", "tts": "text", "codec": "audio", "music": "caption", "sfx": "caption"}
+NEEDS = {"asr": "text", "tts": "text", "codec": "audio", "music": "caption", "sfx": "caption",
+         "voice": "text", "continue": "speaker"}  # fmt: skip
 
 
 def evaluate(
@@ -43,6 +44,10 @@ def evaluate(
             report = evaluate_asr(lm, records)
         elif task == "tts":
             report = evaluate_tts(lm, records, seed=seed)
+        elif task in ("voice", "continue"):
+            from audiollm.eval.speaker import evaluate_voice  # imports Resemblyzer (the eval extra)
+
+            report = evaluate_voice(lm, records, "tts" if task == "voice" else "continue", seed=seed)
         else:
             report = evaluate_generation(lm, records, task, seed=seed)
     if skipped:
