@@ -310,3 +310,25 @@ def test_a_killed_suite_resumes_each_size(tmp_path, digits_tokenized):
     assert steps == [0, 1, 2, 4, 8, 16, 24, 30]
     first = next(line for line in rerun.splitlines() if line.startswith("step "))
     assert int(first.split()[1].split("/")[0]) > 1, first  # debug went on from its checkpoint
+
+
+def test_heldout_loss_of_one_batch_is_the_training_loss(suite):
+    """`heldout_losses` weighs tokens as `LitAudioLM.compute_loss` does: on one batch, "all" is its loss."""
+    from audiollm.model import AudioLanguageModel
+    from audiollm.train.datamodule import AudioDataModule
+    from audiollm.train.module import LitAudioLM
+    from audiollm.train.suite import heldout_losses, valid_batches
+
+    _, root, _ = suite
+    config = yaml.safe_load((root / "debug" / "config.yaml").read_text())
+    batch = valid_batches(AudioDataModule(**config["data"]), 1)[0]
+    model = AudioLanguageModel.from_pretrained(root / "debug" / "steps" / "6")
+    lit = LitAudioLM(vocab=model.config.vocab.to_dict(), init_from=str(root / "debug" / "steps" / "6"))
+    lit.hparams.stop_weight = 10.0
+    with torch.no_grad():
+        expected = lit.eval().compute_loss(batch)
+    got = heldout_losses(model, [batch], stop_weight=10.0)
+    assert got["all"] == pytest.approx(float(expected["loss"]), rel=1e-5)
+    for task in ("asr", "tts"):
+        if f"loss_{task}" in expected:
+            assert got[task] == pytest.approx(float(expected[f"loss_{task}"]), rel=1e-5)

@@ -351,8 +351,8 @@ def analyze(
 ) -> Path:
     """Score every saved step of every size of a suite: per-task held-out loss on the valid split and,
     with a manifest, ASR WER/CER on its first `limit` records. Writes `out/curves.csv` (size, step, task,
-    metric, value) and `out/curves.png`; returns the CSV's path."""
-    suite_dir, out = Path(suite_dir), Path(out)
+    metric, value) and `out/curves.png`, after each size; returns the CSV's path."""
+    suite_dir = Path(suite_dir)
     runs = sorted(d for d in suite_dir.glob("*/steps") if (d.parent / "config.yaml").is_file())
     if not runs:
         raise ValueError(
@@ -373,14 +373,23 @@ def analyze(
             step = int(step_dir.name)
             model = AudioLanguageModel.from_pretrained(step_dir, device=device)
             params[size] = model.num_params()
-            for task, value in heldout_losses(model, held, stop_weight).items():
-                rows.append({"size": size, "step": step, "task": task, "metric": "loss", "value": value})
+            scored = [
+                {"size": size, "step": step, "task": task, "metric": "loss", "value": value}
+                for task, value in heldout_losses(model, held, stop_weight).items()
+            ]
             if records is not None:
-                rows += _asr_rows(size, step, step_dir, records, device)
+                scored += _asr_rows(size, step, step_dir, records, device)
+            rows += scored
             print(f"[analyze] {size} step {step}: " + ", ".join(
-                f"{r['task']} {r['metric']} {r['value']:.3f}" for r in rows if r["size"] == size and r["step"] == step
-            ), flush=True)  # fmt: skip
-    rows.sort(key=lambda r: (params[r["size"]], r["size"], r["step"], r["task"], r["metric"]))
+                f"{r['task']} {r['metric']} {r['value']:.3f}" for r in scored), flush=True)  # fmt: skip
+        path = write_curves(rows, params, out)  # after each size: a stopped run keeps what it scored
+    return path
+
+
+def write_curves(rows: list[dict], params: dict[str, int], out: str | Path) -> Path:
+    """Write `out/curves.csv` (rows sorted by size, smallest first, then step) and `out/curves.png`."""
+    rows = sorted(rows, key=lambda r: (params[r["size"]], r["size"], r["step"], r["task"], r["metric"]))
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "curves.csv"
     with open(path, "w", newline="") as f:
