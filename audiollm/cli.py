@@ -203,9 +203,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a model (or a codec) on a manifest; print a table, write JSON")
     p.add_argument(
         "task",
-        choices=["asr", "tts", "codec", "music", "sfx"],
+        choices=["asr", "tts", "codec", "music", "sfx", "voice", "continue"],
         help="asr: WER/CER, RTF; tts: pocketsphinx WER of generated vs reference speech; codec: log-mel, "
-        "STOI, SI-SNR, kbps beside Opus; music/sfx: loudness, silence, clipping, spectral statistics",
+        "STOI, SI-SNR, kbps beside Opus; music/sfx: loudness, silence, clipping, spectral statistics; "
+        "voice / continue: speaker similarity of speech made from a voice prompt / a continued clip",
     )
     p.add_argument(
         "--manifest", required=True, help="JSONL manifest (asr/tts use 'text', music/sfx 'caption')"
@@ -233,8 +234,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     corpora = {  # folder -> (corpus, source, options)
         "speech": ("offline-speech", None, {"minutes": args.minutes, "seed": args.seed}),
         "fsdd": ("fsdd", shared / "fsdd_spoken_digits", {}),
-        "music": ("offline-music", None, {"minutes": 1.0, "seed": args.seed}),
-        "sfx": ("offline-sfx", None, {"minutes": 1.0, "seed": args.seed}),
+        "music": ("offline-music", None, {"minutes": args.music_minutes, "seed": args.seed}),
+        "sfx": ("offline-sfx", None, {"minutes": args.sfx_minutes, "seed": args.seed}),
     }
     for name, (corpus, src, options) in corpora.items():
         print(f"[quickstart] prepare {corpus} -> {out / 'data' / name}")
@@ -252,7 +253,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     texts = [t for ms in fit.values() for m in ms for r in read_manifest(m) for t in (r.text, r.caption) if t]
     train_sentencepiece(texts, 512, out / "tokenizer")
     sources = [
-        {"path": str(out / "tok" / "speech"), "tasks": {"asr": 1.0, "tts": 1.0}},
+        {"path": str(out / "tok" / "speech"), "tasks": {"asr": 1.0, "tts": 1.0, "continue": 0.1}},
         {"path": str(out / "tok" / "music"), "tasks": {"music": 0.1}},
         {"path": str(out / "tok" / "sfx"), "tasks": {"sfx": 0.1}},
     ]
@@ -260,6 +261,8 @@ def _quickstart(args: argparse.Namespace) -> int:
         "--data.sources": json.dumps(sources), "--data.tokenizer": str(out / "tokenizer"),
         "--trainer.default_root_dir": str(out), "--checkpoint.dirpath": str(out / "checkpoints"),
         "--trainer.max_steps": str(args.max_steps), "--trainer.max_time": f"00:00:{args.train_minutes:02d}:00",
+        # a loss every 10 steps (every step of a very short run), so the report can draw its curve
+        "--trainer.log_every_n_steps": str(max(1, min(10, args.max_steps // 2))),
     }  # fmt: skip
     fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)])
     return _quickstart_report(out, splits, AudioLM.from_pretrained(out / "model"), args.eval_limit)
@@ -292,10 +295,15 @@ def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
     from audiollm import audio
     from audiollm.api import PRETRAINED, AudioLM
     from audiollm.data.manifest import read_manifest
+    from audiollm.eval.plots import loss_curves, spectrograms
     from audiollm.eval.suite import evaluate
 
     tests = {f"{n}/{m.stem}": m for n in ("speech", "fsdd") for m in splits[n] if m.stem.startswith("test")}
     lines = [f"# quickstart report\n\nModel: `{out / 'model'}`\n"]
+    logs = sorted((out / "csv").glob("version_*/metrics.csv"), key=lambda m: m.stat().st_mtime)
+    if logs:
+        curve = loss_curves(logs[-1], out / "loss.png")
+        lines.append(f"![training and validation loss]({curve.relative_to(out)})\n")
     for name, manifest in tests.items():
         report = evaluate("asr", manifest, out / "model", limit=limit)
         report.write(out / "eval" / f"asr_{name.replace('/', '_')}.json")
@@ -310,12 +318,15 @@ def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
         models["the shipped `tiny`"] = (AudioLM.from_pretrained("tiny"), "tiny_tts")
     for title, (model, prefix) in models.items():
         lines.append(f"## Samples: {title}, on held-out sentences\n")
+        clips = {}
         for i, record in enumerate(examples):
             wav, sr = model.synthesize(record.text, seed=i)
             path = audio.save(out / "samples" / f"{prefix}_{i}.wav", wav, sr)
+            clips[f'{title}: "{record.text}"'] = (wav, sr)
             heard = model.transcribe(record.audio)
             lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
-        lines.append("")
+        picture = spectrograms(clips, out / "samples" / f"{prefix}_spectrograms.png")
+        lines += ["", f"![spectrograms of {title}'s samples]({picture.relative_to(out)})", ""]
     report_path = out / "REPORT.md"
     report_path.write_text("\n".join(lines) + "\n")
     print(f"[quickstart] wrote {report_path}")
@@ -336,6 +347,8 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
         "--shared", default="../shared/data", help="folder of the real recordings shipped with the repo"
     )
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of offline speech to synthesise")
+    p.add_argument("--music-minutes", type=float, default=1.0, help="minutes of rendered music21 scores")
+    p.add_argument("--sfx-minutes", type=float, default=1.0, help="minutes of synthesised sound effects")
     p.add_argument("--codec-minutes", type=int, default=5, help="codec training when no codec ships")
     p.add_argument("--max-steps", type=int, default=600, help="training steps (the cosine schedule's length)")
     p.add_argument("--train-minutes", type=int, default=12, help="stop training after this many minutes")
@@ -392,6 +405,123 @@ def _add_compose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _pass_fit_overrides(p: argparse.ArgumentParser) -> None:
+    """Let `p` keep the arguments it does not declare (any `audiollm fit` override, e.g.
+    --trainer.max_steps 10) in `args.overrides`, in order, instead of rejecting them."""
+    parse = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, rest = parse(args, namespace)
+        namespace.overrides = [*getattr(namespace, "overrides", []), *rest]
+        return namespace, []
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _fit_argv(args: argparse.Namespace) -> list[str]:
+    return [*(x for c in args.config for x in ("--config", c)), *args.overrides]
+
+
+def _suite_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        allow_abbrev=False,
+        usage=f"audiollm {name} --config CFG [options] [fit overrides]",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        help="an `audiollm fit` config of kind lm (repeatable, as for fit)",
+    )
+    _pass_fit_overrides(p)
+    return p
+
+
+def _add_suite(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.train.suite import names, run_suite
+
+        root = run_suite(_fit_argv(args), sizes=names(args.sizes), every=args.every)
+        print(f"[suite] done: every size's steps are under {root}/<size>/steps/")
+        return 0
+
+    p = _suite_parser(sub, "suite", "train several sizes on the same data order, saving log-spaced steps")
+    p.add_argument(
+        "--sizes", help="comma-separated names of audiollm.train.suite.SIZES (default: debug,tiny,small)"
+    )
+    p.add_argument(
+        "--every",
+        type=int,
+        help="after the powers of two below it, save every N steps (default 1000)",
+    )
+    p.set_defaults(func=run)
+
+
+def _add_batches(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.train.suite import batch_lines, names
+
+        for line in batch_lines(_fit_argv(args), args.step, names(args.sizes), args.rank, args.world_size):
+            print(json.dumps(line))
+        return 0
+
+    p = _suite_parser(sub, "batches", "print what training step N read: one JSON line per example")
+    p.add_argument("--step", type=int, required=True, help="optimiser step (0 is the first)")
+    p.add_argument("--sizes", help="comma-separated sizes to build it for (each line then names its size)")
+    p.add_argument("--rank", type=int, help="only this rank's examples (default: every rank's)")
+    p.add_argument("--world-size", type=int, help="ranks (default: the config's trainer.devices x num_nodes)")
+    p.set_defaults(func=run)
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.train.suite import analyze
+
+        path = analyze(
+            args.suite_dir, args.manifest, args.out, args.limit, args.batches, args.device or "cpu"
+        )
+        print(f"wrote {path} and {path.with_name('curves.png')}")
+        return 0
+
+    p = sub.add_parser("analyze", help="score every saved step of a suite: curves.csv and curves.png")
+    p.add_argument("suite_dir", help="a suite's root (its trainer.default_root_dir)")
+    p.add_argument("--manifest", help="JSONL manifest with 'text' for ASR WER/CER at every step")
+    p.add_argument("--out", required=True, help="output folder for curves.csv and curves.png")
+    p.add_argument("--limit", type=int, default=20, help="manifest records transcribed per checkpoint")
+    p.add_argument(
+        "--batches", type=int, help="valid batches per checkpoint (default: the config's data.valid_batches)"
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.set_defaults(func=run)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    def run(args: argparse.Namespace) -> int:
+        from audiollm.train.suite import names
+        from audiollm.train.sweep import run_sweep
+
+        lrs = [float(x) for x in names(args.lrs) or []]
+        out = run_sweep(
+            _fit_argv(args), names(args.sizes) or [], lrs, args.mixtures, args.out, names(args.predict) or []
+        )
+        print(f"wrote {out / 'sweep.csv'}, {out / 'lr_fit.json'} and {out / 'lr_fit.png'}")
+        return 0
+
+    p = _suite_parser(
+        sub, "sweep", "train a grid of sizes x learning rates (x mixtures); fit the best lr to size"
+    )
+    p.add_argument("--sizes", required=True, help="comma-separated sizes (at least two)")
+    p.add_argument("--lrs", required=True, help="comma-separated peak learning rates")
+    p.add_argument("--mixtures", help='JSON (or a JSON file): {"name": {"task": weight, ...}, ...}')
+    p.add_argument(
+        "--predict", help="comma-separated sizes to predict a learning rate for (e.g. the next one up)"
+    )
+    p.add_argument("--out", help="output folder (default: <trainer.default_root_dir>/sweep)")
+    p.set_defaults(func=run)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     from audiollm.serve import add_arguments  # light: no fastapi until a server starts
 
@@ -420,6 +550,10 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_quickstart,
     _add_demo,
     _add_compose,
+    _add_suite,
+    _add_batches,
+    _add_analyze,
+    _add_sweep,
     _add_serve,
 ]
 

@@ -108,5 +108,7 @@ def test_quickstart_pipeline_end_to_end(tmp_path, shared_data, encodec_24k_check
     assert (out / "model" / "model.safetensors").is_file() and list((out / "samples").glob("*.wav"))
     assert (out / "eval" / "asr_fsdd_test.json").is_file()
     assert "## Samples: this run's model" in report
+    assert "![training and validation loss](loss.png)" in report and (out / "loss.png").stat().st_size > 0
+    assert (out / "samples" / "tts_spectrograms.png").stat().st_size > 0
     if (PRETRAINED["tiny"] / "config.json").is_file():  # the shipped model speaks and listens beside it
         assert "## Samples: the shipped `tiny`" in report and list((out / "samples").glob("tiny_tts_*.wav"))
