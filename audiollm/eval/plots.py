@@ -24,6 +24,14 @@ def _figure(width: float, height: float):
     return fig
 
 
+def save(fig, path: str | Path, **options) -> Path:
+    """Write matplotlib figure `fig` as a PNG at `path` (parent folders made, 100 dpi); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, **options)
+    return path
+
+
 def read_curves(metrics_csv: str | Path, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
     """(step, value) pairs of each of `keys` in a Lightning CSVLogger `metrics.csv` (rows without it skipped)."""
     curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
@@ -50,10 +58,7 @@ def loss_curves(
     ax.set(xlabel="step", ylabel="loss", title=Path(metrics_csv).parent.name)
     ax.grid(alpha=0.3)
     ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return save(fig, path, bbox_inches="tight")
 
 
 def spectrograms(clips: dict[str, tuple[torch.Tensor | np.ndarray, int]], path: str | Path) -> Path:
@@ -71,7 +76,4 @@ def spectrograms(clips: dict[str, tuple[torch.Tensor | np.ndarray, int]], path: 
         ax.set(title=title, ylabel="mel band")
     ax.set_xlabel("seconds")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save(fig, path)

@@ -32,6 +32,7 @@ import lightning as L
 import torch
 import yaml
 
+from audiollm.eval import plots
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
 from audiollm.tasks import TASKS
 from audiollm.train.cli import FitCLI
@@ -453,7 +454,4 @@ def plot_curves(rows: list[dict], params: dict[str, int], path: str | Path) -> P
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return plots.save(fig, path)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from audiollm.data.mixture import Source
+from audiollm.eval import plots
 from audiollm.tasks import TASKS
 from audiollm.train.suite import (
     DEFAULT_ROOT,
@@ -275,7 +276,4 @@ def plot_lr_fit(rows: Sequence[dict], fit: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return plots.save(fig, path)
