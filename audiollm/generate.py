@@ -155,6 +155,7 @@ class _Rows:
     audio_step: torch.Tensor  # (B,) int64: pattern step of the next audio position
     done: torch.Tensor  # (B,) bool
     lengths: torch.Tensor  # (B,) int64 steps written
+    tail: torch.Tensor  # (B,) int64: steps of the pattern's tail written since the row chose to end
 
 
 def _guide(
@@ -189,15 +190,27 @@ def _choose(
     B, K, C = audio_logits.shape
     real = audio_logits + rules["real_code"]  # a sampled code is always a real code, never the empty one
     codes = sample(real.view(B * K, C), sampling, generator).view(B, K)  # (B, K)
-    active = rules["active"][rows.audio_step]  # (B, K) codebooks with a code at this pattern step
-    return tok, torch.where(active, codes, rules["empty"]), rows.in_audio & (tok == rules["audio_id"])
+    # After `<eos>` at an audio step the pattern's tail follows (delay: the last frames' upper codebooks);
+    # a tail step is a frame whose codebooks the tail table gives, not a choice of the text head.
+    in_tail = (rows.tail > 0) & ~rows.done
+    tok = torch.where(in_tail, rules["audio_id"], tok)
+    starts = rows.in_audio & (tok == rules["eos_id"]) & (rules["n_tail"] > 0)
+    active = torch.where(
+        (starts | in_tail)[:, None], rules["tail"][rows.tail], rules["active"][rows.audio_step]
+    )  # (B, K) codebooks with a code at this step
+    frame = rows.in_audio & ((tok == rules["audio_id"]) | starts)
+    return tok, torch.where(active, codes, rules["empty"]), frame
 
 
 def _advance(rows: _Rows, tok, frame, rules: dict[str, torch.Tensor], step: int) -> None:
     """Update modality, pattern step and stop flags after step `step` wrote tok (B,) / frame (B,) or None."""
-    stop = tok == rules["eos_id"]
+    eos = tok == rules["eos_id"]
+    stop = eos
     if frame is not None:
+        tailing = frame & (eos | (rows.tail > 0))  # rows writing a tail step (the first one carries <eos>)
+        rows.tail += tailing
         rows.audio_step += frame
+        stop = (eos & ~tailing) | (tailing & (rows.tail >= rules["n_tail"]))
         stop |= rows.audio_step >= rules["max_audio_steps"]
     rows.lengths = torch.where(rows.done, rows.lengths, step + 1)
     rows.done |= stop
@@ -217,10 +230,18 @@ def _rules(vocab: Vocab, template: Template, K: int, pattern: str, max_audio_ste
     real_code[vocab.empty_code] = float("-inf")
     n = template.first_audio_step + max_audio_steps + 1
     active = torch.stack([patterns.codebooks_at(s, K, pattern) for s in range(n)])  # (n, K) codes per step
+    tail = patterns.tail(K, pattern)  # (n_tail, K), and a last row for rows past it (never read)
+    tail = torch.cat([tail, tail.new_zeros(1, K)])
     ids = {"pad": vocab.pad, "eos_id": vocab.eos, "audio_id": vocab.audio, "text_id": vocab.text}
     ids |= {"empty": vocab.empty_code, "max_audio_steps": max_audio_steps + template.first_audio_step}
+    ids |= {"n_tail": len(tail) - 1}
     tensors = dict(
-        text_mode=text_mode, audio_mode=audio_mode, no_eos=no_eos, real_code=real_code, active=active
+        text_mode=text_mode,
+        audio_mode=audio_mode,
+        no_eos=no_eos,
+        real_code=real_code,
+        active=active,
+        tail=tail,
     )
     return {k: torch.as_tensor(v).to(device) for k, v in (ids | tensors).items()}
 
@@ -288,6 +309,7 @@ def generate(
         audio_step=torch.full((B,), template.first_audio_step, device=device),
         done=torch.zeros(B, dtype=torch.bool, device=device),
         lengths=torch.zeros(B, dtype=torch.long, device=device),
+        tail=torch.zeros(B, dtype=torch.long, device=device),
     )
     cache = KVCache(model.config, R, L, dtype, device) if use_cache else None
     step_fn = torch.compile(decode_step) if compile else decode_step

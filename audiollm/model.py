@@ -292,6 +292,29 @@ class AudioLanguageModel(nn.Module):
         if config.tie_embeddings:
             self.text_head.weight = self.text_embed.weight
 
+    @torch.no_grad()
+    def init_audio_embed(self, vectors: torch.Tensor, seed: int = 0) -> None:
+        """Start each codebook's embedding from the codec: code c of codebook k embeds as vectors[k, c] @ P.
+
+        vectors: (K', C, D) float, K' >= K, C = codebook_size: what each code stands for in the codec's
+        latent (`Codec.codebook_vectors`). P (D, d_model) is a fixed random orthonormal projection, so a
+        frame's summed embedding starts as the projection of its quantised latent and similar sounds start
+        near each other; the scale puts codebook 0 at `init_std`. Empty codes keep their random rows.
+        """
+        v, d = self.config.vocab, self.config.d_model
+        K, C, D = v.num_codebooks, v.codebook_size, vectors.shape[-1]
+        if vectors.dim() != 3 or vectors.shape[0] < K or vectors.shape[1] != C:
+            raise ValueError(
+                f"need codebook vectors (>= {K}, {C}, D) for this vocabulary, got {tuple(vectors.shape)}"
+            )
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(max(d, D), min(d, D), generator=g))  # orthonormal columns
+        proj = q.T if D <= d else q  # (D, d): an isometry into the model's space, or a projection onto d
+        table = vectors[:K].float() @ proj  # (K, C, d)
+        table *= self.config.init_std / table[0].std()
+        weight = self.audio_embed.weight.view(K, v.audio_card, d)
+        weight[:, :C] = table.to(weight)
+
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, std=self.config.init_std)
@@ -406,21 +429,33 @@ def lm_loss(
     text_mask: torch.Tensor,
     audio_mask: torch.Tensor,
     text_weight: torch.Tensor | None = None,
+    balance: str = "token",
 ) -> dict[str, torch.Tensor]:
     """Cross-entropy over the positions the caller's masks select.
 
     text_logits (B, S, V), text_targets (B, S) int64, text_mask (B, S) bool; audio_logits (B, S, K, C),
     audio_targets (B, S, K) int64, audio_mask (B, S, K) bool; text_weight (B, S) float weighs each text
-    position's term (None: all 1). Returns `loss` (weighted mean over every selected text token and audio
-    code), `text_loss` and `audio_loss` (means per modality; 0 where none selected).
+    position's term (None: all 1). Returns `loss`, `text_loss` and `audio_loss` (means per modality; 0 where
+    none selected). `balance="token"`: `loss` is the weighted mean over every selected text token and audio
+    code; `"example"`: the mean over rows of each row's own weighted mean, so an ASR row (a transcript of a
+    few tokens) weighs as much as a TTS row (hundreds of frames of K codes) and the task mixture sets each
+    task's share of the gradient.
     """
+    if balance not in ("token", "example"):
+        raise ValueError(f"balance must be 'token' or 'example', got {balance!r}")
     text_ce = F.cross_entropy(text_logits[text_mask].float(), text_targets[text_mask], reduction="none")
     weight = text_weight[text_mask].float() if text_weight is not None else torch.ones_like(text_ce)
+    audio_ce = F.cross_entropy(audio_logits[audio_mask].float(), audio_targets[audio_mask], reduction="none")
     text_sum, n_text = (text_ce * weight).sum(), weight.sum()
-    audio_sum = F.cross_entropy(audio_logits[audio_mask].float(), audio_targets[audio_mask], reduction="sum")
-    n_audio = audio_mask.sum()
-    return {
-        "loss": (text_sum + audio_sum) / (n_text + n_audio).clamp(min=1),
-        "text_loss": text_sum / n_text.clamp(min=1),
-        "audio_loss": audio_sum / n_audio.clamp(min=1),
-    }
+    audio_sum, n_audio = audio_ce.sum(), audio_mask.sum()
+    out = {"text_loss": text_sum / n_text.clamp(min=1), "audio_loss": audio_sum / n_audio.clamp(min=1)}
+    if balance == "token":
+        return {"loss": (text_sum + audio_sum) / (n_text + n_audio).clamp(min=1), **out}
+    B = text_mask.shape[0]
+    text_rows, audio_rows = text_mask.nonzero()[:, 0], audio_mask.nonzero()[:, 0]
+    sums = text_ce.new_zeros(B).index_add_(0, text_rows, text_ce * weight).index_add_(0, audio_rows, audio_ce)
+    counts = weight.new_zeros(B).index_add_(0, text_rows, weight)
+    counts = counts.index_add_(0, audio_rows, torch.ones_like(audio_ce))  # (B,)
+    rows = counts > 0
+    per_row = sums[rows] / counts[rows]
+    return {"loss": per_row.mean() if rows.any() else sums.sum(), **out}

@@ -141,6 +141,18 @@ def revert(steps: torch.Tensor, pattern: str) -> torch.Tensor:
     return _gather_time(steps, p.frame_index(p.num_frames(S, K), K))
 
 
+def next_frame_step(T: int, K: int, pattern: str) -> int:
+    """The step at which codebook 0 would write frame T after T frames: where a stream decides to end."""
+    return int(get(pattern).frame_index(T + 1, K)[0, T])
+
+
+def tail(K: int, pattern: str) -> torch.Tensor:
+    """(n, K) bool: which codebooks still carry a code on each of the n steps after a stream's end decision
+    (delay: codebook k on the first k of its K-1 steps; flatten and parallel end at once, n = 0)."""
+    _, valid = get(pattern).step_index(K, K)  # (K, S) for a stream of K frames; the tail does not depend on T
+    return valid[:, next_frame_step(K, K, pattern) :].T.contiguous()
+
+
 def codebooks_at(step: int, K: int, pattern: str) -> torch.Tensor:
     """(K,) bool: which codebooks carry a real code at `step` of an open-ended stream (for generation)."""
     _, valid = get(pattern).step_index(step + 1, K)  # a stream of step+1 frames reaches at least `step`

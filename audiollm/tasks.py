@@ -52,6 +52,7 @@ class Sequence:
         self.parts: list[
             tuple[torch.Tensor, ...]
         ] = []  # (text (n,), audio (n, K), is_audio (n,), learn (n,))
+        self.stop: int | None = None  # the position trained to predict `<eos>` (the end of generated audio)
 
     def tokens(self, ids: list[int], learn: bool = False) -> Sequence:
         n, K = len(ids), self.vocab.num_codebooks
@@ -63,6 +64,16 @@ class Sequence:
         grid = patterns.build(codes[None], self.pattern, self.vocab.empty_code)[0].T[:steps]  # (S, K)
         text = torch.full((grid.shape[0],), self.vocab.pad, dtype=torch.long)
         return self._add(text, grid.contiguous(), True, learn)
+
+    def ending_audio(self, codes: torch.Tensor) -> Sequence:
+        """Generated audio codes (K, T), trained, then `<eos>`. The end is decided where codebook 0 would
+        begin frame T (`patterns.next_frame_step`), the step generation can see; the pattern's tail (delay:
+        the last frames' upper codebooks) follows that decision, so `<eos>` after it is not trained again."""
+        start = sum(len(part[0]) for part in self.parts)
+        self.audio(codes, learn=True)
+        K, T = codes.shape
+        self.stop = start + patterns.next_frame_step(T, K, self.pattern) - 1
+        return self.tokens([self.vocab.eos], learn=len(patterns.tail(K, self.pattern)) == 0)
 
     def _add(self, text: torch.Tensor, audio: torch.Tensor, is_audio: bool, learn: bool) -> Sequence:
         n = len(text)
@@ -79,8 +90,10 @@ class Sequence:
         empty = self.vocab.empty_code
         next_text = torch.where(is_audio, self.vocab.audio, text)[1:]  # (S-1,)
         text_target = torch.cat([next_text, next_text.new_tensor([self.vocab.pad])])
-        audio_target = torch.cat([audio[1:], audio.new_full((1, audio.shape[1]), empty)])
         nxt = torch.cat([learn[1:], learn.new_zeros(1)])  # (S,) the next position is trained
+        if self.stop is not None:
+            text_target[self.stop], nxt[self.stop] = self.vocab.eos, True
+        audio_target = torch.cat([audio[1:], audio.new_full((1, audio.shape[1]), empty)])
         next_is_audio = torch.cat([is_audio[1:], is_audio.new_zeros(1)])
         audio_mask = (nxt & next_is_audio)[:, None] & (audio_target != empty)
         return Example(task, text, audio, is_audio, text_target, audio_target, nxt, audio_mask)
@@ -120,26 +133,21 @@ def captioned(
 
 def continuation(vocab: Vocab, pattern: str, codes: torch.Tensor) -> Sequence:
     """A whole clip's codes (K, T), all trained; for inference use `continuation_prompt`."""
-    return (
-        _start(vocab, pattern, "continue")
-        .tokens([vocab.audio])
-        .audio(codes, learn=True)
-        .tokens([vocab.eos], True)
-    )
+    return _start(vocab, pattern, "continue").tokens([vocab.audio]).ending_audio(codes)
 
 
 def continuation_prompt(vocab: Vocab, pattern: str, codes: torch.Tensor) -> tuple[Prompt, Template]:
     """Prefix codes (K, T) as a prompt cut at the step where frame T would begin; generation resumes the
     pattern there (for delay, the upper codebooks of the last K-1 prefix frames are generated anew)."""
     K, T = codes.shape
-    n = int(patterns.get(pattern).frame_index(T + 1, K)[0, T])
+    n = patterns.next_frame_step(T, K, pattern)
     seq = _start(vocab, pattern, "continue").tokens([vocab.audio]).audio(codes, steps=n)
     return seq.prompt(), Template(start="audio", first_audio_step=n)
 
 
 def _audio_output(seq: Sequence, vocab: Vocab, codes: torch.Tensor | None) -> Sequence:
     seq.tokens([vocab.audio])
-    return seq if codes is None else seq.audio(codes, learn=True).tokens([vocab.eos], learn=True)
+    return seq if codes is None else seq.ending_audio(codes)
 
 
 def max_frames(budget: int, K: int, pattern: str) -> int:

@@ -219,3 +219,33 @@ def test_compiled_decode_step_gives_the_same_tokens(device):
     model = make(keep_audio=True).to(device)
     args = dict(template=Template(start="audio"), sampling=GREEDY, max_new_tokens=5)
     assert_same(generate(model, PROMPTS, compile=True, **args), generate(model, PROMPTS, **args))
+
+
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+def test_a_model_fit_to_one_clip_ends_it_where_training_did(pattern):
+    """The stop generation can take is the stop training taught: a model that learned one TTS clip by heart
+    writes back its codes, whole frames, and ends there (the delay tail after `<eos>` included)."""
+    from audiollm import tasks
+    from audiollm.data.dataset import collate as batch_of
+    from audiollm.model import lm_loss
+
+    torch.manual_seed(0)
+    model = AudioLanguageModel(ModelConfig(**PRESETS["debug"], vocab=VOCAB))
+    codes = torch.randint(0, VOCAB.codebook_size, (VOCAB.num_codebooks, 8))
+    batch = batch_of([tasks.tts(VOCAB, pattern, [5, 6, 7], codes).example("tts")], VOCAB)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits = model(batch["text"], batch["audio"], batch["is_audio"])
+        keys = ("text_target", "audio_target", "text_mask", "audio_mask")
+        loss = lm_loss(*logits, *(batch[k] for k in keys))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prompt = tasks.tts(VOCAB, pattern, [5, 6, 7], None).prompt()
+    out = generate(model.eval(), [prompt], template=Template(start="audio"), sampling=GREEDY, pattern=pattern,
+                   max_new_tokens=60)  # fmt: skip
+    assert torch.equal(out.row_audio(0), codes)
+    K = VOCAB.num_codebooks  # without a tail, `<eos>` is a step of its own
+    assert int(out.lengths[0]) == patterns.get(pattern).num_steps(8, K) + (
+        len(patterns.tail(K, pattern)) == 0
+    )

@@ -152,6 +152,25 @@ def test_loss_uses_only_masked_positions():
     )
 
 
+def test_example_balance_averages_each_row_on_its_own():
+    model = make()
+    text, audio, is_audio = mixed_batch()
+    text_logits, audio_logits = model(text, audio, is_audio)
+    text_mask, audio_mask = ~is_audio, is_audio[..., None].expand(-1, -1, 3).clone()
+    text_mask[0, 1:] = False  # row 0: one text target and its codes; the others keep all of theirs
+    weight = torch.rand(text.shape)
+    out = lm_loss(text_logits, audio_logits, text, audio, text_mask, audio_mask, weight, balance="example")
+    rows = []
+    for b in range(len(text)):
+        t = F.cross_entropy(text_logits[b][text_mask[b]], text[b][text_mask[b]], reduction="none")
+        w = weight[b][text_mask[b]]
+        a = F.cross_entropy(audio_logits[b][audio_mask[b]], audio[b][audio_mask[b]], reduction="sum")
+        rows.append(((t * w).sum() + a) / (w.sum() + audio_mask[b].sum()))
+    torch.testing.assert_close(out["loss"], torch.stack(rows).mean())
+    with pytest.raises(ValueError, match="balance"):
+        lm_loss(text_logits, audio_logits, text, audio, text_mask, audio_mask, balance="task")
+
+
 def test_a_few_steps_of_training_reduce_the_loss():
     model = make().train()
     text, audio, is_audio = mixed_batch(B=4, S=16)

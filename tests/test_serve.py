@@ -171,6 +171,32 @@ def test_scheduler_matches_generate_alone_and_in_a_batch(lm):
 
 
 # ---- endpoints -------------------------------------------------------------------------------------------
+def test_scheduler_writes_the_pattern_tail_after_eos_as_generate_does(lm):
+    """A model that wants `<eos>` at every step, held back for 4 steps: both decoders then write the delay
+    tail (K-1 steps, codebook 0 empty) and end with whole frames."""
+    model, heads, v = copy.copy(lm.model), lm.model.heads, lm.vocab
+
+    def eager(h, audio=True):
+        text, codes = heads(h, audio)
+        text[..., v.eos] = 1e9
+        return text, codes
+
+    model.heads = eager
+    prompt = tasks.tts(v, lm.pattern, lm.tokenizer.encode("one two"), None, None).prompt()
+    out = generate(model, [prompt], template=Template(start="audio"), sampling=Sampling(0.0),
+                   max_new_tokens=32, min_new_tokens=4, pattern=lm.pattern)  # fmt: skip
+    K, n = v.num_codebooks, int(out.lengths[0])
+    want = out.audio[0, :n]
+    assert n == 4 + K - 1 and out.is_audio[0, :n].all() and (want[4:, 0] == v.empty_code).all()
+    assert out.row_audio(0).shape == (K, 4)
+    scheduler = Scheduler(model, lm.pattern, lm.max_len, max_batch=2)
+    job = Job(prompt, start_audio=True, max_new=32, min_new=4)
+    scheduler.submit([job])
+    while scheduler.waiting or scheduler.running:
+        scheduler.step()
+    assert torch.equal(job.audio_steps(), want)
+
+
 def test_models_health_and_metrics(server, client):
     url, _ = server
     assert [m.id for m in client.models.list()] == ["tiny"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiollm import tasks
+from audiollm import patterns, tasks
 from audiollm.vocab import Vocab
 
 V = Vocab(text_size=50, num_codebooks=3, codebook_size=16)
@@ -16,17 +16,21 @@ def names(ids):
 def test_targets_are_the_next_position(pattern):
     codes = torch.randint(0, 16, (3, 5))
     ex = tasks.tts(V, pattern, [7, 8], codes, prompt=torch.randint(0, 16, (3, 2))).example("tts")
-    S = len(ex)
+    S, K, T = len(ex), 3, 5
+    out_start = int(torch.nonzero(ex.text == V.audio)[-1])  # the last <audio> marker
+    # The end is decided where codebook 0 would begin frame T: the step generation can see ends there.
+    stop = out_start + patterns.next_frame_step(T, K, pattern)
     for p in range(S - 1):
-        expected = V.audio if ex.is_audio[p + 1] else ex.text[p + 1]
+        expected = V.eos if p == stop else V.audio if ex.is_audio[p + 1] else ex.text[p + 1]
         assert ex.text_target[p] == expected
         if ex.is_audio[p + 1]:
             assert torch.equal(ex.audio_target[p], ex.audio[p + 1])
-    # Only the output audio and its stop decision are trained, never the voice prompt or empty codes.
-    out_start = int(torch.nonzero(ex.text == V.audio)[-1])  # the last <audio> marker
-    assert not ex.text_mask[:out_start].any() and ex.text_mask[out_start:-1].all()
+    if stop < S - 2:  # delay: the steps after the decision lack codebook 0, the tail generation writes
+        assert (ex.audio[stop + 1 : S - 1, 0] == V.empty_code).all() and ex.is_audio[stop + 1 : S - 1].all()
+    # Only the output audio and its one stop decision are trained, never the voice prompt or empty codes.
+    assert not ex.text_mask[:out_start].any() and ex.text_mask[out_start : S - 2].all()
+    assert names(ex.text_target[ex.text_mask & (ex.text_target == V.eos)]) == ["<eos>"]
     assert ex.audio_mask.sum() == codes.numel()
-    assert names([ex.text_target[S - 2]]) == ["<eos>"]
 
 
 def test_asr_trains_only_the_transcript():
@@ -59,7 +63,6 @@ def test_captioned_and_continuation_prompts_match_training_prefixes():
 
 @pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
 def test_max_frames_is_the_largest_fit(pattern):
-    from audiollm import patterns
 
     for budget in (0, 1, 5, 17, 100):
         T = tasks.max_frames(budget, 3, pattern)

@@ -35,6 +35,15 @@ class Codec(Protocol):
 
     def save_pretrained(self, directory: str | Path) -> Path: ...
 
+    def codebook_vectors(self) -> torch.Tensor: ...
+
+
+def rvq_vectors(rvq: torch.nn.Module) -> torch.Tensor:
+    """(K, C, D) float32: the latent vector each code of each of the K codebooks of an `encodec`
+    ResidualVectorQuantization stands for (its codebooks after their output projection)."""
+    with torch.no_grad():
+        return torch.stack([layer.project_out(layer._codebook.embed) for layer in rvq.layers]).float().cpu()
+
 
 def bitrate(codec: Codec) -> float:
     """Bits per second of the codes: frame_rate x K x log2(codebook_size)."""

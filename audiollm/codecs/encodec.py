@@ -18,7 +18,7 @@ import torch
 from encodec import EncodecModel
 from safetensors.torch import load_file, save_file
 
-from audiollm.codecs.base import CodecError, check_codes, prepare_input
+from audiollm.codecs.base import CodecError, check_codes, prepare_input, rvq_vectors
 
 ENV_CHECKPOINT = "AUDIOLLM_ENCODEC_CHECKPOINT"
 # Codes carry no gain for the 48 kHz model (it normalises loudness before encoding):
@@ -156,6 +156,10 @@ class EncodecCodec:
         x = prepare_input(self, wav, sample_rate).to(self.device)
         (codes, _scale), = self.model.encode(x)  # fmt: skip
         return codes
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """(K, C, D) float32: the latent vector of every code, for all K codebooks the model has."""
+        return rvq_vectors(self.model.quantizer.vq)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

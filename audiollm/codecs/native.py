@@ -28,7 +28,7 @@ from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
-from audiollm.codecs.base import CodecError, check_codes, prepare_input
+from audiollm.codecs.base import CodecError, check_codes, prepare_input, rvq_vectors
 from audiollm.codecs.rvq import init_codebook_
 
 CONFIG_FILE = "config.json"
@@ -261,6 +261,10 @@ class NativeCodec(nn.Module):
         check_codes(self, codes)
         z = self.quantizer.decode(codes.to(self._device).transpose(0, 1))  # (B, D, T)
         return self.decoder(z)
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """(K, C, D) float32: the latent vector of every code, for all K codebooks the codec has."""
+        return rvq_vectors(self.quantizer)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` (codec_type "native") and `model.safetensors` to `directory`."""

@@ -60,6 +60,7 @@ class Job:
     pos: list[int] = field(default_factory=list)  # per row: the next cache slot to write
     in_audio: bool = False
     audio_step: int = 0
+    tail: int = 0  # steps of the pattern's tail written since the job chose to end (see `generate`)
     steps: int = 0
     logits: tuple | None = None  # text (n_rows, V), audio (n_rows, K, C) or None: awaiting `_choose`
     last: tuple | None = None  # text id, is_audio, codes (K,): the next input of the job's rows
@@ -136,6 +137,7 @@ class _Masks:
         self.active = torch.stack([patterns.codebooks_at(s, K, pattern) for s in range(max_steps + 1)]).to(
             device
         )  # (max_steps + 1, K)
+        self.tail = patterns.tail(K, pattern).to(device)  # (n_tail, K) codebooks of each step after `<eos>`
 
 
 class Scheduler:
@@ -335,7 +337,11 @@ class Scheduler:
                     real = _guided(j, 1) + self.masks.real_code  # (K, C)
                     greedy = j.sampling.temperature == 0
                     drawn = real.argmax(-1) if greedy else sample(real, j.sampling, j.generator)  # (K,)
-                    codes = torch.where(self.masks.active[j.audio_step], drawn, self.vocab.empty_code)
+                    if j.tail:  # inside the pattern's tail: another frame, whatever the text head says
+                        tok[i] = self.vocab.audio
+                    ending = j.tail or (tok[i] == self.vocab.eos and len(self.masks.tail))
+                    active = self.masks.tail[j.tail] if ending else self.masks.active[j.audio_step]
+                    codes = torch.where(active, drawn, self.vocab.empty_code)
             except RuntimeError as e:  # e.g. non-finite logits: this job fails, the batch goes on
                 self._fail(j, f"sampling failed: {e}")
                 continue
@@ -345,19 +351,22 @@ class Scheduler:
 
     def _advance(self, job: Job, tok: int, codes: torch.Tensor | None) -> None:
         """Record the step `tok` / `codes` and update the job's mode and stop flags."""
-        v = self.vocab
-        frame = job.in_audio and tok == v.audio
+        v, n_tail = self.vocab, len(self.masks.tail)
+        tailing = job.in_audio and n_tail > 0 and (job.tail > 0 or tok == v.eos)  # the first carries <eos>
+        frame = job.in_audio and (tok == v.audio or tailing)
         job.steps += 1
         if frame:
             job.audio.append(codes)
             job.audio_step += 1
+            job.tail += tailing
             if job.stream:
                 self._emit(job, "audio", codes)
         elif tok != v.eos:
             job.text.append(tok)
         job.in_audio = tok == v.audio or (job.in_audio and tok != v.text)
         job.last = (v.pad if frame else tok, frame, codes if frame else self.masks.empty)
-        if tok == v.eos or job.steps >= job.max_new:
+        ended = job.tail >= n_tail if tailing else tok == v.eos
+        if ended or job.steps >= job.max_new:
             job.finished = True
             elapsed = time.monotonic() - job.submitted
             self.mean_job_seconds += 0.1 * (elapsed - self.mean_job_seconds)

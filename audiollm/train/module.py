@@ -33,6 +33,12 @@ class LitAudioLM(L.LightningModule):
             step's text head decides between another frame and the end, so a clip of T frames has T-1
             "go on" decisions for one "stop": unweighted, `<eos>` was rarely the argmax at the end and
             generated speech ran on (about 3x flite's length).
+        loss_balance: "token" (every trained text token and audio code weighs the same) or "example"
+            (each example's mean weighs the same: ASR's few transcript tokens are not drowned by the K codes
+            of every TTS frame); see `audiollm.model.lm_loss`.
+        audio_embed_from: a codec (name or directory, normally the one that tokenised the data) whose
+            codebook vectors start the audio embeddings (`AudioLanguageModel.init_audio_embed`); None keeps
+            them random. Ignored with `init_from`.
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class LitAudioLM(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         stop_weight: float = 1.0,
+        loss_balance: str = "token",
+        audio_embed_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +73,10 @@ class LitAudioLM(L.LightningModule):
             if preset not in PRESETS:
                 raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
             self.model = AudioLanguageModel(ModelConfig(vocab=vocab, **{**PRESETS[preset], **(config or {})}))
+            if audio_embed_from:
+                from audiollm.codecs import load_codec
+
+                self.model.init_audio_embed(load_codec(audio_embed_from).codebook_vectors())
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Total, per-modality and per-task losses and accuracies of one batch."""
@@ -78,7 +90,7 @@ class LitAudioLM(L.LightningModule):
             batch["audio_mask"],
             weight,
         )
-        out = lm_loss(text_logits, audio_logits, *targets)
+        out = lm_loss(text_logits, audio_logits, *targets, balance=self.hparams.loss_balance)
         with torch.no_grad():
             tm, am = batch["text_mask"], batch["audio_mask"]
             if tm.any():
