@@ -27,6 +27,8 @@ class AudioError(ValueError):
 
 
 LOUDNESS_BLOCK = 0.4  # seconds: the gating block of ITU-R BS.1770
+UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count for a stream whose header leaves it open (FLAC total 0)
+_BLOCK = 1 << 16  # frames per read when the length must be found by decoding
 
 
 def info(path: str | Path) -> sf._SoundFileInfo:
@@ -46,6 +48,9 @@ def info(path: str | Path) -> sf._SoundFileInfo:
         raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
     if meta.samplerate <= 0:
         raise AudioError(path, f"sample rate is {meta.samplerate} Hz in the header; it must be positive")
+    if meta.frames == UNKNOWN_LENGTH:  # a valid stream whose header does not say its length
+        meta.frames = _read(path, 0, -1).shape[0]
+        meta.duration = meta.frames / meta.samplerate
     return meta
 
 
@@ -66,10 +71,7 @@ def load(
     sr = meta.samplerate
     first = round(start * sr)
     frames = -1 if duration is None else round(duration * sr)
-    try:
-        data, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
+    data = _read(path, first, frames)
     if data.shape[0] == 0:
         where = "" if first == 0 and duration is None else f" in the segment from {start:.3f}s"
         raise AudioError(path, f"contains no audio samples{where} (zero length)")
@@ -82,6 +84,39 @@ def load(
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
     return wav, sr
+
+
+def _read(path: Path, first: int, frames: int) -> np.ndarray:
+    """float32 (N, C) samples [first, first + frames) (frames -1: to the end), also from a stream whose
+    header leaves its length unknown (read block by block until the decoder stops)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.frames != UNKNOWN_LENGTH:
+                f.seek(min(first, f.frames))
+                return f.read(frames, dtype="float32", always_2d=True)
+            return _read_open_length(f, first, frames)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(path, f"unreadable or corrupt audio ({_reason(e)})") from None
+
+
+def _read_open_length(f: sf.SoundFile, first: int, frames: int) -> np.ndarray:
+    """Decode a stream of unknown length block by block through libsndfile's own sf_readf_float.
+
+    soundfile's `read` re-seeks after every block, which libsndfile refuses once such a stream ends
+    ("psf_fseek() failed"), although it decodes every sample; so this calls the C function itself.
+    """
+    end = first + frames if frames >= 0 else UNKNOWN_LENGTH
+    blocks, at = [], 0
+    while at < end:
+        block = np.empty((min(_BLOCK, end - at), f.channels), np.float32)  # (n, C)
+        n = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", block.ctypes.data), len(block))
+        if sf._snd.sf_error(f._file):
+            raise RuntimeError(sf._ffi.string(sf._snd.sf_strerror(f._file)).decode(errors="replace"))
+        blocks.append(block[max(0, first - at) : n])
+        at += n
+        if n < len(block):
+            break
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
 
 
 def save(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:

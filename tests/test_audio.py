@@ -113,3 +113,31 @@ def test_loudness_follows_bs1770_and_is_minus_inf_where_undefined():
     assert audio.loudness(0.1 * sine, 48000) == pytest.approx(-23.01, abs=0.05)
     assert audio.loudness(torch.zeros(1, 48000), 48000) == float("-inf")
     assert audio.loudness(sine[:, :1000], 48000) == float("-inf")  # shorter than one gating block
+
+
+def unknown_length_flac(path, x, sr):
+    """Write `x` as FLAC, then zero STREAMINFO's total-samples field (36 bits from byte 13 of the block),
+    as a streaming encoder leaves it (e.g. ffmpeg writing to a pipe): a valid stream of unknown length."""
+    sf.write(str(path), x, sr, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first metadata block is STREAMINFO
+    info = 8  # 4 bytes of magic, 4 of block header
+    data[info + 13] &= 0xF0
+    data[info + 14 : info + 18] = bytes(4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_flac_of_unknown_length_reads_whole(tmp_path):
+    sr = 16000
+    x = (0.3 * np.sin(np.arange(sr + 123) / 7)).astype(np.float32)
+    path = unknown_length_flac(tmp_path / "stream.flac", x, sr)
+    assert sf.info(str(path)).frames > 2**62  # libsndfile's "unknown"
+    assert audio.info(path).frames == len(x)
+    wav, got_sr = audio.load(path)
+    whole, _ = audio.load(audio.save(tmp_path / "known.flac", x, sr))
+    assert got_sr == sr and torch.equal(wav, whole)
+    part, _ = audio.load(path, start=0.5, duration=0.25)
+    assert torch.equal(part, whole[:, 8000:12000])
+    with pytest.raises(AudioError, match="no audio samples in the segment"):
+        audio.load(path, start=2.0)
