@@ -29,6 +29,15 @@ def test_tiny_ships_within_50_mib_as_safetensors_with_a_card():
     }
 
 
+def test_every_shipped_tensor_is_finite():
+    """A float16 overflow (the codec's latent-norm variance became inf) once made tiny encode all audio as noise."""
+    from safetensors.torch import load_file
+
+    for weights in TINY.rglob("model.safetensors"):
+        for name, tensor in load_file(str(weights)).items():
+            assert not tensor.is_floating_point() or tensor.isfinite().all(), f"{weights}: {name}"
+
+
 @pytest.fixture(scope="module")
 def tiny() -> AudioLM:
     return AudioLM.from_pretrained("tiny")

@@ -3,7 +3,9 @@
     python recipes/quickstart/ship.py runs/tiny/model audiollm/assets/tiny
 
 Copies the directory (config, tokenizer, codec), rewrites every `model.safetensors` in float16 (loading
-casts back to float32) and drops the codec's EMA training buffers, then prints the size. `from_pretrained`
+casts back to float32) except tensors with values float16 cannot hold (the codec's latent-norm variance
+reaches 1e5: in float16 it became inf and the shipped codec encoded everything as noise), drops the codec's
+EMA training buffers, then prints the size. `from_pretrained`
 and `load_codec` read the result as they read the original.
 """
 
@@ -13,9 +15,17 @@ import argparse
 import shutil
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from audiollm.codecs.native import TRAINING_BUFFERS
+
+
+def compact(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 when every value fits in float16's range (|x| <= 65504), else the tensor as it is."""
+    if not tensor.is_floating_point() or not torch.isfinite(tensor.half()).all():
+        return tensor
+    return tensor.half()
 
 
 def ship(model_dir: Path, out: Path) -> int:
@@ -25,9 +35,7 @@ def ship(model_dir: Path, out: Path) -> int:
     shutil.copytree(model_dir, out)
     for weights in out.rglob("model.safetensors"):
         state = {
-            k: v.half() if v.is_floating_point() else v
-            for k, v in load_file(str(weights)).items()
-            if not k.endswith(TRAINING_BUFFERS)
+            k: compact(v) for k, v in load_file(str(weights)).items() if not k.endswith(TRAINING_BUFFERS)
         }
         save_file(state, str(weights))
     return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
