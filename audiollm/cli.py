@@ -259,6 +259,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     ]
     overrides = {
         "--data.sources": json.dumps(sources), "--data.tokenizer": str(out / "tokenizer"),
+        "--model.audio_embed_from": codec,  # audio embeddings start from its codebooks (BENCHMARKS "LM pilots")
         "--trainer.default_root_dir": str(out), "--checkpoint.dirpath": str(out / "checkpoints"),
         "--trainer.max_steps": str(args.max_steps), "--trainer.max_time": f"00:00:{args.train_minutes:02d}:00",
         # a loss every 10 steps (every step of a very short run), so the report can draw its curve
