@@ -1,6 +1,6 @@
 #!/bin/sh
 # LM pilot (BENCHMARKS "LM pilots"): bench/lm_pilot.sh NAME MINUTES THREADS [extra overrides...]
-cd /work/main; N=$1; M=$2; T=$3; shift 3; O=runs/pilots/$N; mkdir -p runs/pilots
+cd "$(dirname "$0")/.."; N=$1; M=$2; T=$3; shift 3; O=runs/pilots/$N; mkdir -p runs/pilots
 S='[{"path":"runs/tiny/tok/speech","tasks":{"asr":1.0,"tts":1.0,"continue":0.1}},{"path":"runs/tiny/tok/music","tasks":{"music":0.1}},{"path":"runs/tiny/tok/sfx","tasks":{"sfx":0.1}}]'
 export AUDIOLLM_THREADS=$T OMP_NUM_THREADS=$T
 .venv/bin/audiollm fit --config recipes/quickstart/config.yaml --data.sources "$S" --data.tokenizer runs/tiny/tokenizer \
