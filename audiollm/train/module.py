@@ -10,10 +10,23 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from torch import nn
 
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
 from audiollm.tasks import TASKS
 from audiollm.vocab import Vocab
+
+
+class FitError(RuntimeError):
+    """A training run cannot go on (a non-finite loss, a checkpoint that cannot be written or read); the
+    message says what happened and what to do. `audiollm fit` prints it as one line and exits 1."""
+
+
+def flops_per_token(config: ModelConfig, matmul_params: int, seq_len: int) -> float:
+    """Training FLOPs per token position (forward + backward): 6 N for the N weights of matrix products
+    (blocks and heads; embedding lookups are free) plus 12 n_layer d_model S for attention over S positions
+    (PaLM, appendix B)."""
+    return 6 * matmul_params + 12 * config.n_layer * config.d_model * seq_len
 
 
 class LitAudioLM(L.LightningModule):
@@ -77,6 +90,9 @@ class LitAudioLM(L.LightningModule):
                 from audiollm.codecs import load_codec
 
                 self.model.init_audio_embed(load_codec(audio_embed_from).codebook_vectors())
+        # counted here, before FSDP shards the weights; a head tied to an embedding still multiplies
+        self.matmul_params = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, nn.Linear))
+        self.flops_per_batch = 0.0  # FLOPs of the latest training batch, read by ThroughputMonitor (MFU)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Total, per-modality and per-task losses and accuracies of one batch."""
@@ -110,16 +126,25 @@ class LitAudioLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch)
-        B = batch["text"].shape[0]
+        B, S = batch["text"].shape
+        self.check_finite(out["loss"])
+        self.flops_per_batch = B * S * flops_per_token(self.model.config, self.matmul_params, S)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=B)
         self.log_dict({f"train/{k}": v for k, v in out.items() if k != "loss"}, batch_size=B)
         self.log("train/ppl", torch.exp(out["loss"].detach()), batch_size=B)
         self.log("train/tokens", float(batch["text"].numel()), reduce_fx="sum", batch_size=B)
         return out["loss"]
 
-    def progress_count(self, batch: dict[str, torch.Tensor]) -> tuple[float, str]:
-        """What a batch adds to the throughput `ProgressLog` prints: its token positions."""
-        return float(batch["text"].numel()), "tokens"
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Stop the run (every rank at once) before a NaN/inf loss reaches the weights: a run that went on
+        exited 0 and exported a model whose every tensor was NaN."""
+        finite = bool(torch.isfinite(loss.detach()).item())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise FitError(
+                f"the training loss is not finite at step {self.trainer.global_step} (it is {float(loss)} on "
+                f"rank {self.trainer.global_rank} or another); nothing was exported. Resume from a checkpoint "
+                "before this step with a lower model.lr or a trainer.gradient_clip_val"
+            )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.compute_loss(batch)
@@ -130,11 +155,13 @@ class LitAudioLM(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        # by module, not by shape: under FSDP the parameters are flat shards by now
+        embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
+        matrices = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Linear)} - embeddings
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if id(p) in matrices else no_decay).append(p)
         fused = self.device.type == "cuda"
         groups = [
             {"params": decay, "weight_decay": hp.weight_decay},
@@ -178,11 +205,28 @@ def export(
     return out
 
 
+def full_model(trainer: L.Trainer, pl_module: LitAudioLM) -> AudioLanguageModel | None:
+    """The trained model, whole, on rank 0 (None on other ranks); every rank must call this.
+
+    Under FSDP each rank holds a shard: the strategy gathers the full state dict (a collective) and it is
+    loaded into an unsharded model; under DDP or one device that is a copy of `pl_module.model`.
+    """
+    state = trainer.strategy.lightning_module_state_dict()  # keys "model.<name>"
+    if not trainer.is_global_zero:
+        return None
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    model = AudioLanguageModel(pl_module.model.config)
+    model.load_state_dict(weights)
+    return model
+
+
 class ExportOnTrainEnd(L.Callback):
     """`save_pretrained` the trained model into `<checkpoint dir>/../model` when fitting ends."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: LitAudioLM) -> None:
-        if not trainer.is_global_zero:
+        model = full_model(trainer, pl_module)
+        if model is None:
             return
         dm = trainer.datamodule
         ckpt_dir = (
@@ -191,5 +235,5 @@ class ExportOnTrainEnd(L.Callback):
             else Path(trainer.log_dir)
         )
         template = asdict(dm.options)
-        out = export(pl_module.model, ckpt_dir.parent / "model", dm.tokenizer, dm.codec, template, dm.tasks)
+        out = export(model, ckpt_dir.parent / "model", dm.tokenizer, dm.codec, template, dm.tasks)
         print(f"exported the trained model to {out}")
