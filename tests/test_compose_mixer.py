@@ -85,3 +85,14 @@ def test_fades_loops_and_silence():
     assert abs(offset.mean()) < 1e-3 and loudness(offset, SR) == pytest.approx(-20.0, abs=0.2), "DC removed"
     silent = mix([Clip(np.zeros(SR, np.float32), SR, 0.0, 1.0, -20.0)], SR)
     assert silent.shape == (1, SR) and not silent.any(), "silence stays silent (no gain to reach a target)"
+
+
+def test_true_peaks_in_blocks_match_one_fft_of_the_whole_track():
+    """The meter works block by block (memory flat in the track's length) yet reads as one FFT would."""
+    rng = np.random.default_rng(0)
+    track = (0.3 * rng.standard_normal((2, 50_000))).astype(np.float32)  # broadband: the hardest case
+    whole = true_peaks(track, block=track.shape[1])
+    blocks = true_peaks(track, block=4096)
+    np.testing.assert_allclose(blocks, whole, rtol=0, atol=0.01 * whole.max())
+    assert blocks.max() == pytest.approx(whole.max(), rel=0.01)
+    assert np.all(blocks >= np.abs(track).max(axis=0)), "never below the sample peak"

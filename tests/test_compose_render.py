@@ -1,12 +1,14 @@
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
 
 import audiollm
 from audiollm import AudioLM, audio
-from audiollm.compose import Composition, ScriptError, compose
+from audiollm.compose import Composition, ScriptError, compose, load_script
+from audiollm.compose.render import ClipCache, as_script
 
 
 @pytest.fixture
@@ -113,3 +115,53 @@ def test_cli_compose(digits_model, encodec_24k_checkpoint, scene, tmp_path, caps
     assert main(["compose", str(script), "-o", str(out), "--model", str(digits_model)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"audiollm compose: error: {script}: invalid script: elements[2].duration: must be > 0"
+    missing = tmp_path / "no_model"  # the output is checked before the model is even looked for
+    assert main(["compose", str(script), "-o", str(tmp_path / "x.mp3"), "--model", str(missing)]) == 1
+    assert "-o " in (err := capsys.readouterr().err) and "cannot write '.mp3'; use one of" in err
+
+
+def test_a_script_file_is_read_whatever_the_case_of_its_suffix(scene, tmp_path):
+    path = tmp_path / "scene.JSON"
+    path.write_text(json.dumps(scene))
+    assert as_script(str(path)) == load_script(path), "a script file, not a request that speaks its name"
+    with pytest.raises(FileNotFoundError, match=r"script file .*gone\.Json not found"):
+        as_script(str(tmp_path / "gone.Json"))
+
+
+def test_a_track_over_the_limit_is_refused_before_music_and_sfx(lm, scene, tmp_path, monkeypatch):
+    calls = count_calls(lm, monkeypatch)
+    with pytest.raises(ScriptError, match=r"the track would last [\d.]+ s; the limit is 0\.05 s"):
+        compose(scene, model=lm, seed=0, cache_dir=tmp_path, max_seconds=0.05)
+    assert calls == {"tts": [2], "music": [], "sfx": []}
+
+
+def test_the_clip_cache_is_bounded_and_drops_the_least_recently_used(tmp_path):
+    clip = np.zeros(1000, np.float32)  # 4 kB of audio per entry
+    one = len(_entry_bytes(tmp_path, clip))
+    cache = ClipCache(tmp_path / "cache", max_bytes=3 * one)
+    for key in "abcd":
+        cache.put(key, clip, 16000)
+        age = "abcd".index(key) * 10**9  # a, b, c, d: oldest first
+        os.utime(cache.directory / f"{key}.npz", ns=(0, age))
+    assert sorted(p.name for p in cache.directory.glob("*.npz")) == ["b.npz", "c.npz", "d.npz"]
+    assert cache.get("b") is not None  # b is now the most recently used; c is the oldest
+    cache.put("e", clip, 16000)
+    assert sorted(p.name for p in cache.directory.glob("*.npz")) == ["b.npz", "d.npz", "e.npz"]
+    assert sum(p.stat().st_size for p in cache.directory.iterdir()) <= 3 * one
+
+
+def _entry_bytes(tmp_path, clip) -> bytes:
+    probe = ClipCache(tmp_path / "probe")
+    probe.put("x", clip, 16000)
+    return (probe.directory / "x.npz").read_bytes()
+
+
+def test_a_corrupt_cache_entry_is_made_again(lm, scene, tmp_path):
+    first = compose(scene, model=lm, seed=0, cache_dir=tmp_path)
+    entries = sorted(tmp_path.glob("*.npz"))
+    assert len(entries) == 5
+    for i, entry in enumerate(entries):  # truncated (a full disk, a killed copy) or not an npz at all
+        entry.write_bytes(entry.read_bytes()[:100] if i % 2 else b"not an npz")
+    again = compose(scene, model=lm, seed=0, cache_dir=tmp_path)
+    assert np.array_equal(again.audio, first.audio), "the broken entries were generated again"
+    assert all(ClipCache(tmp_path).get(entry.stem) is not None for entry in entries), "and stored afresh"

@@ -5,6 +5,9 @@ import pytest
 
 from audiollm.compose.script import (
     EXAMPLE_SCRIPT,
+    MAX_ELEMENTS,
+    MAX_SAMPLE_RATE,
+    MAX_SECONDS,
     SCHEMA_PATH,
     Element,
     Script,
@@ -73,7 +76,16 @@ def test_background_end_before_its_start_fails_at_resolution():
 
 INVALID = [  # (how the script is broken, the promised message)
     (lambda d: d["elements"][2].update(duration=0), r"elements\[2\]\.duration: must be > 0"),
-    (lambda d: d["elements"][2].update(duration="long"), r"elements\[2\]\.duration: must be a number, got 'long'"),
+    (lambda d: d["elements"][2].update(duration="long"), r"elements\[2\]\.duration: must be a finite number, got 'long'"),
+    (lambda d: d["elements"][2].update(duration=float("inf")), r"elements\[2\]\.duration: must be a finite number, got inf"),
+    (lambda d: d["elements"][2].update(duration=float("nan")), r"elements\[2\]\.duration: must be a finite number, got nan"),
+    (lambda d: d["elements"][3].update(gap=float("inf")), r"elements\[3\]\.gap: must be a finite number, got inf"),
+    (lambda d: d["elements"][0].update(end=float("nan")), r"elements\[0\]\.end: must be a finite number \(seconds\) or \"end\", got nan"),
+    (lambda d: d["elements"][2].update(duration=1e9), r"elements\[2\]\.duration: must be at most 600 s \(the longest track\), got 1e\+09"),
+    (lambda d: d["elements"][3].update(start=601), r"elements\[3\]\.start: must be at most 600 s"),
+    (lambda d: d["elements"][0].update(fade_in=float("inf")), r"elements\[0\]\.fade_in: must be a finite number, got inf"),
+    (lambda d: d.update(sample_rate=10**6), r"sample_rate: must be an integer from 8000 to 48000, got 1000000"),
+    (lambda d: d["elements"].extend([sfx()] * 10_000), r"invalid script: elements: 10004 elements; a script may have at most 64$"),
     (lambda d: d["elements"][2].pop("duration"), r"elements\[2\]\.duration: required for foreground sfx"),
     (lambda d: d["elements"][1].update(duration=2), r"elements\[1\]\.duration: speech has no duration"),
     (lambda d: d["elements"][1].update(type="noise"), r"elements\[1\]\.type: must be one of speech, music, sfx, got 'noise'"),
@@ -87,7 +99,7 @@ INVALID = [  # (how the script is broken, the promised message)
     (lambda d: d["elements"][3].update(gap=-0.1), r"elements\[3\]\.gap: must be >= 0"),
     (lambda d: d["elements"][3].update(start=1.0), r"elements\[3\]\.gap: give start or gap, not both"),
     (lambda d: d["elements"][2].update(end=3.0), r"elements\[2\]\.end: only background elements have an end"),
-    (lambda d: d["elements"][0].update(end="later"), r"elements\[0\]\.end: must be a number \(seconds\) or \"end\", got 'later'"),
+    (lambda d: d["elements"][0].update(end="later"), r"elements\[0\]\.end: must be a finite number \(seconds\) or \"end\", got 'later'"),
     (lambda d: d["elements"][0].update(end=0.0), r"elements\[0\]\.end: must be > start \(0 s\)"),
     (lambda d: d["elements"][0].update(duration=3.0), r"elements\[0\]\.end: background music needs end"),
     (lambda d: d["elements"][0].update(volume_db=6), r"elements\[0\]\.volume_db: must be between -70 and 0 LUFS"),
@@ -95,7 +107,7 @@ INVALID = [  # (how the script is broken, the promised message)
     (lambda d: d["elements"][2].update(fade_in=1.0, fade_out=1.0), r"elements\[2\]\.fade_out: fade_in \+ fade_out \(2 s\) exceeds duration \(1.5 s\)"),
     (lambda d: d["elements"].append("music"), r"elements\[4\]: must be an object, got a string"),
     (lambda d: d.update(elements=[]), r"elements: must be a non-empty list"),
-    (lambda d: d.update(sample_rate=44.1), r"sample_rate: must be an integer >= 8000, got 44.1"),
+    (lambda d: d.update(sample_rate=44.1), r"sample_rate: must be an integer from 8000 to 48000, got 44.1"),
     (lambda d: d.update(tempo=120), r"tempo: unknown field"),
     (lambda d: d["voices"].update(narrator={"prompt": "missing.wav"}), r"voices\.narrator\.prompt: file .*missing\.wav not found"),
     (lambda d: d.update(elements=[d["elements"][0]]), r'elements\[0\]\.end: "end" needs at least one foreground element'),
@@ -108,6 +120,30 @@ def test_invalid_scripts_fail_with_the_promised_message(broken, message):
     broken(data)
     with pytest.raises(ScriptError, match=message):
         Script.from_dict(data)
+
+
+def test_json_infinity_and_nan_are_refused(tmp_path):
+    """Python's json reads the non-standard Infinity and NaN; the validator must not let them through."""
+    path = tmp_path / "scene.json"
+    text = json.dumps(script_with(sfx(duration=1.0), sfx(duration=2.0)))
+    path.write_text(text.replace("1.0", "Infinity", 1).replace("2.0", "NaN", 1))
+    with pytest.raises(ScriptError) as info:
+        load_script(path)
+    assert info.value.errors == [
+        "elements[0].duration: must be a finite number, got inf",
+        "elements[1].duration: must be a finite number, got nan",
+    ]
+
+
+def test_a_track_longer_than_the_limit_is_refused_when_resolved():
+    chain = Script.from_dict(script_with(*[sfx(duration=MAX_SECONDS / 2)] * 2, sfx(duration=1.0)))
+    with pytest.raises(ScriptError, match=r"the track would last 601\.4 s; the limit is 600 s"):
+        resolve(chain, {})
+    spoken = Script.from_dict(script_with(speech(), speech()))
+    assert resolve(spoken, {0: 1.0, 1: 1.0}, max_seconds=2.2).duration == pytest.approx(2.2)
+    with pytest.raises(ScriptError, match=r"the track would last 2\.2 s; the limit is 2 s"):
+        resolve(spoken, {0: 1.0, 1: 1.0}, max_seconds=2.0)
+    assert Script.from_dict(script_with(*[sfx()] * MAX_ELEMENTS, sample_rate=MAX_SAMPLE_RATE))
 
 
 def test_every_problem_is_reported_at_once_and_files_are_named(tmp_path):
@@ -164,6 +200,10 @@ def check(value, schema: dict, root: dict, at: str = "") -> list[str]:
         errors.append(f"{at}: below minimum")
     if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
         errors.append(f"{at}: not above exclusiveMinimum")
+    if "maximum" in schema and value > schema["maximum"]:
+        errors.append(f"{at}: above maximum")
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        errors.append(f"{at}: more than maxItems")
     if isinstance(value, dict):
         errors += [f"{at}.{k}: required" for k in schema.get("required", []) if k not in value]
         for key, item in value.items():
@@ -198,3 +238,14 @@ def test_shipped_json_schema_matches_the_format():
     assert check(bad, schema, schema)
     with pytest.raises(ScriptError):
         Script.from_dict(bad)
+    assert schema["properties"]["sample_rate"]["maximum"] == MAX_SAMPLE_RATE
+    assert schema["properties"]["elements"]["maxItems"] == MAX_ELEMENTS
+    for name in ("start", "duration", "gap", "fade_in", "fade_out"):
+        assert element["properties"][name]["maximum"] == MAX_SECONDS, name
+    for broken in (lambda d: d.update(sample_rate=96000), lambda d: d["elements"][2].update(duration=1e9),
+                   lambda d: d["elements"].extend([d["elements"][2]] * MAX_ELEMENTS)):  # fmt: skip
+        data = copy.deepcopy(EXAMPLE_SCRIPT)
+        broken(data)
+        assert check(data, schema, schema), "the schema refuses what the validator refuses"
+        with pytest.raises(ScriptError):
+            Script.from_dict(data)

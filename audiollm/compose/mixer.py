@@ -21,6 +21,8 @@ from audiollm import audio
 
 CONTROL_RATE = 100  # ducking gain is computed per 10 ms block, then interpolated per sample
 DC_CUTOFF = 20.0  # Hz: each clip is high-passed here first
+PEAK_BLOCK = 2**16  # samples per FFT of the true-peak meter, so its memory does not grow with the track
+PEAK_CONTEXT = 2048  # track samples read each side of a block: its edges interpolate as in one FFT
 
 
 @dataclass(frozen=True)
@@ -165,20 +167,27 @@ def duck_gain(key: np.ndarray, sample_rate: int, settings: MixSettings) -> np.nd
     return (10 ** (np.interp(np.arange(N), centres, gain_db) / 20)).astype(np.float32)
 
 
-def true_peaks(wav: np.ndarray, oversample: int = 4) -> np.ndarray:
+def true_peaks(wav: np.ndarray, oversample: int = 4, block: int = PEAK_BLOCK) -> np.ndarray:
     """Per-sample true peak (N,): the largest |x| over channels and the `oversample` points from each sample
     to the next, interpolated ideally (band-limited, by zero-padding the spectrum; BS.1770-4 Annex 2 asks
-    for at least 4x). Silence is assumed before and after the track, as a player renders it."""
+    for at least 4x). Silence is assumed before and after the track, as a player renders it. Measured in
+    blocks of `block` samples, each with PEAK_CONTEXT samples of the track around it."""
     C, N = wav.shape
-    pad = 64  # samples of silence on each side, so the spectrum's wrap-around sees the track's real edges
-    x = torch.from_numpy(np.pad(wav.astype(np.float64), ((0, 0), (pad, pad))))  # (C, M)
-    M = x.shape[-1]
-    spectrum = torch.fft.rfft(x)  # (C, M // 2 + 1)
-    if M % 2 == 0:
-        spectrum[:, -1] *= 0.5  # the Nyquist bin is shared by +/- frequencies once they are apart
-    up = torch.fft.irfft(spectrum, n=oversample * M) * oversample  # (C, oversample * M)
-    up = up[:, oversample * pad : oversample * (pad + N)].abs().reshape(C, N, oversample)  # (C, N, os)
-    return np.maximum(up.amax(dim=(0, 2)).numpy(), np.abs(wav).max(axis=0))
+    peaks = np.abs(wav).max(axis=0) if N else np.zeros(0, np.float32)  # (N,)
+    for first in range(0, N, block):
+        last = min(N, first + block)
+        lo, hi = max(0, first - PEAK_CONTEXT), min(N, last + PEAK_CONTEXT)
+        # silence past the track's ends, so the spectrum's wrap-around sees its real edges
+        x = np.pad(wav[:, lo:hi].astype(np.float64), ((0, 0), (PEAK_CONTEXT - (first - lo), PEAK_CONTEXT - (hi - last))))  # fmt: skip
+        M = x.shape[-1]  # (C, M): the block and its context
+        spectrum = torch.fft.rfft(torch.from_numpy(x))  # (C, M // 2 + 1)
+        if M % 2 == 0:
+            spectrum[:, -1] *= 0.5  # the Nyquist bin is shared by +/- frequencies once they are apart
+        up = torch.fft.irfft(spectrum, n=oversample * M) * oversample  # (C, oversample * M)
+        up = up[:, oversample * PEAK_CONTEXT : oversample * (PEAK_CONTEXT + last - first)]  # the block
+        inter = up.abs().reshape(C, last - first, oversample).amax(dim=(0, 2)).numpy()  # (last - first,)
+        peaks[first:last] = np.maximum(peaks[first:last], inter)
+    return peaks
 
 
 def limit(wav: np.ndarray, sample_rate: int, ceiling_dbtp: float = -1.0, window: float = 0.005) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,19 @@ from audiollm import audio
 from audiollm.api import PRETRAINED, AudioLM
 from audiollm.compose.mixer import Clip, MixSettings, mix
 from audiollm.compose.planner import plan
-from audiollm.compose.script import Element, ResolvedScript, Script, ScriptError, load_script, resolve
+from audiollm.compose.script import (
+    MAX_SECONDS,
+    Element,
+    ResolvedScript,
+    Script,
+    ScriptError,
+    load_script,
+    resolve,
+)
 
 SPEECH_MAX_SECONDS = 20.0  # the longest one speech element may be
 BATCH_SIZE = 8  # elements generated together
+CACHE_BYTES = 512 * 2**20  # the clip cache's size; the least recently used clips go first beyond it
 ScriptInput = Script | dict | str | Path
 
 
@@ -73,18 +83,20 @@ def compose(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     device: str | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> Composition:
     """Generate and mix a script: a Script, parsed JSON, a JSON file or string, or a plain request for the
     planner (`llm`, a str -> str callable, plans instead of the built-in rules when given). `model` is an
     AudioLM or a name/directory for AudioLM.from_pretrained. Clips are cached under `cache_dir` (default
-    `default_cache_dir()`) unless `use_cache` is False or `seed` is None (every run then differs)."""
+    `default_cache_dir()`) unless `use_cache` is False or `seed` is None (every run then differs). A track
+    longer than `max_seconds` is refused once speech has placed the foreground, before music and sfx."""
     script = as_script(script_or_prompt, llm)
     lm = model if isinstance(model, AudioLM) else AudioLM.from_pretrained(model, device=device)
     check_model(script, lm)
     cache = ClipCache(cache_dir or default_cache_dir()) if use_cache and seed is not None else None
     make = ElementGenerator(lm, script, seed, guidance_scale, cache)
     clips = make([i for i, e in enumerate(script.elements) if e.type == "speech"], {})
-    resolved = resolve(script, {i: wav.shape[-1] / sr for i, (wav, sr) in clips.items()})
+    resolved = resolve(script, {i: wav.shape[-1] / sr for i, (wav, sr) in clips.items()}, max_seconds)
     seconds = {i: end - start for i, (start, end) in enumerate(resolved.spans)}
     clips |= make([i for i, e in enumerate(script.elements) if e.type != "speech"], seconds)
     layers = [_clip(e, clips[i], resolved.spans[i]) for i, e in enumerate(script.elements)]
@@ -93,11 +105,12 @@ def compose(
 
 
 def as_script(source: ScriptInput, llm: Callable[[str], str] | None = None) -> Script:
-    """A Script from a Script, parsed JSON, a JSON string or file (.json), or a request for the planner."""
+    """A Script from a Script, parsed JSON, a JSON string or file (.json, any case), or a request for the
+    planner."""
     if isinstance(source, Script):
         return source
     text = str(source)
-    if isinstance(source, dict | Path) or text.lstrip().startswith("{") or text.endswith(".json"):
+    if isinstance(source, dict | Path) or text.lstrip().startswith("{") or text.lower().endswith(".json"):
         return load_script(source)
     return plan(text, llm=llm)
 
@@ -192,17 +205,24 @@ def model_id(lm: AudioLM) -> str:
 
 
 class ClipCache:
-    """Generated clips on disk, one `<key>.npz` (audio, sample_rate) per content hash."""
+    """Generated clips on disk, one `<key>.npz` (audio, sample_rate) per content hash, at most `max_bytes`
+    in all (the least recently used go first). An unreadable entry is a miss, deleted and made again."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path, max_bytes: int = CACHE_BYTES):
+        self.directory, self.max_bytes = Path(directory), max_bytes
 
     def get(self, key: str) -> tuple[np.ndarray, int] | None:
         path = self.directory / f"{key}.npz"
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return data["audio"], int(data["sample_rate"])
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                wav, sr = np.asarray(data["audio"], np.float32), int(data["sample_rate"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # truncated or not an npz
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used: kept longest
+        return wav, sr
 
     def put(self, key: str, wav: np.ndarray, sample_rate: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -210,3 +230,14 @@ class ClipCache:
         with open(tmp, "wb") as f:
             np.savez(f, audio=np.asarray(wav, np.float32), sample_rate=sample_rate)
         tmp.replace(self.directory / f"{key}.npz")
+        self.trim()
+
+    def trim(self) -> None:
+        """Delete the least recently used entries until the cache holds at most `max_bytes`."""
+        entries = sorted(((path.stat(), path) for path in self.directory.glob("*.npz")), key=lambda e: e[0].st_mtime_ns)  # fmt: skip
+        total = sum(stat.st_size for stat, _ in entries)
+        for stat, path in entries:
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= stat.st_size

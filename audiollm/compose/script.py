@@ -19,6 +19,7 @@ must be > 0`; `script.schema.json` beside this file describes the same format fo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ DEFAULT_VOLUME_DB = {"speech": -18.0, "music": -30.0, "sfx": -22.0}  # LUFS
 DEFAULT_GAP = 0.2  # seconds of silence between consecutive foreground elements
 DEFAULT_SAMPLE_RATE = 24000
 MIN_VOLUME_DB = -70.0
+# Ceilings, so that one script cannot take the machine's memory: what a track is mixed in grows with all three
+MAX_SECONDS = 600.0  # the longest track, and so the largest value of any time field
+MAX_ELEMENTS = 64
+MAX_SAMPLE_RATE = 48000
+TIME_FIELDS = ("start", "end", "duration", "gap", "fade_in", "fade_out")
 
 EXAMPLE_SCRIPT: dict[str, Any] = {
     "sample_rate": 24000,
@@ -109,13 +115,16 @@ class Script:
             raise ScriptError([f"the script must be a JSON object, got {_kind(data)}"], source)
         _unknown(data, {f.name for f in fields(cls)}, "", errors)
         rate = data.get("sample_rate", DEFAULT_SAMPLE_RATE)
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 8000:
-            errors.append(f"sample_rate: must be an integer >= 8000, got {rate!r}")
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= MAX_SAMPLE_RATE:
+            errors.append(f"sample_rate: must be an integer from 8000 to {MAX_SAMPLE_RATE}, got {rate!r}")
         voices = _voices(data.get("voices", {}), Path(base_dir) if base_dir else None, errors)
         raw = data.get("elements")
         if not isinstance(raw, list) or not raw:
             errors.append("elements: must be a non-empty list of elements")
             raw = []
+        if len(raw) > MAX_ELEMENTS:
+            too_many = f"elements: {len(raw)} elements; a script may have at most {MAX_ELEMENTS}"
+            raise ScriptError([too_many], source)
         elements = [_element(item, f"elements[{i}]", voices, errors) for i, item in enumerate(raw)]
         if any(e and e.end == "end" for e in elements) and not any(
             e and e.layout == "foreground" for e in elements
@@ -254,10 +263,13 @@ def _voices(raw: Any, base: Path | None, errors: list[str]) -> dict[str, Voice]:
 
 
 def _number(e: dict, name: str, at: str, errors: list[str], alt: str = "") -> bool:
-    """True when e[name] is a number; otherwise records the error."""
+    """True when e[name] is a finite number (a time field: at most MAX_SECONDS); otherwise records the error."""
     value = e[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append(f"{at}.{name}: must be a number {alt}".rstrip() + f", got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.append(f"{at}.{name}: must be a finite number {alt}".rstrip() + f", got {value!r}")
+        return False
+    if name in TIME_FIELDS and value > MAX_SECONDS:
+        errors.append(f"{at}.{name}: must be at most {MAX_SECONDS:g} s (the longest track), got {value:g}")
         return False
     e[name] = float(value)
     return True
@@ -302,11 +314,14 @@ class ResolvedScript:
         return data | {"duration": round(self.duration, 6)}
 
 
-def resolve(script: Script, speech_seconds: dict[int, float]) -> ResolvedScript:
+def resolve(
+    script: Script, speech_seconds: dict[int, float], max_seconds: float = MAX_SECONDS
+) -> ResolvedScript:
     """Place every element on the timeline. Foreground elements in script order: at `start` when given,
     else `gap` (default 0.2 s; 0 before the first) after the previous foreground element's end; each lasts
     its duration (speech: `speech_seconds[index]`, its spoken length). Background elements span `start`
-    (default 0) to `end` ("end": the latest foreground end) or `start + duration`."""
+    (default 0) to `end` ("end": the latest foreground end) or `start + duration`. A track that would last
+    longer than `max_seconds` raises ScriptError."""
     spans: dict[int, tuple[float, float]] = {}
     cursor: float | None = None  # end of the previous foreground element
     for i, e in enumerate(script.elements):
@@ -332,4 +347,7 @@ def resolve(script: Script, speech_seconds: dict[int, float]) -> ResolvedScript:
                 [f'elements[{i}].end: "end" resolves to {end:g} s, not after its start ({start:g} s)']
             )
         spans[i] = (start, end)  # type: ignore[assignment]
-    return ResolvedScript(script, [spans[i] for i in range(len(script.elements))])
+    resolved = ResolvedScript(script, [spans[i] for i in range(len(script.elements))])
+    if not resolved.duration <= max_seconds:
+        raise ScriptError([f"the track would last {resolved.duration:g} s; the limit is {max_seconds:g} s"])
+    return resolved
