@@ -139,11 +139,20 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(path: str) -> None:
+    """Refuse an output file that audio.save cannot write before any model is loaded or run."""
+    from audiollm import audio
+
+    if Path(path).suffix.lower() not in audio.WRITABLE_FORMATS:
+        raise ValueError(f"-o {path}: cannot write '{Path(path).suffix}'; use one of {sorted(audio.WRITABLE_FORMATS)}")  # fmt: skip
+
+
 def _generate(args: argparse.Namespace) -> int:
     """tts / music / sfx / continue: one AudioLM call, the result written to -o."""
     from audiollm import audio
     from audiollm.api import AudioLM
 
+    _check_output(args.output)
     lm = AudioLM.from_pretrained(args.model, device=args.device)
     if args.command == "tts":
         wav, sr = lm.synthesize(
@@ -380,6 +389,7 @@ def _add_compose(sub: argparse._SubParsersAction) -> None:
         from audiollm import audio
         from audiollm.compose import compose
 
+        _check_output(args.output)
         result = compose(args.script, model=args.model, seed=args.seed, cache_dir=args.cache_dir,
                          use_cache=not args.no_cache, device=args.device)  # fmt: skip
         written = [audio.save(args.output, result.audio, result.sample_rate)]
