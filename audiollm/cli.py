@@ -202,8 +202,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         from audiollm.eval.suite import evaluate
 
         report = evaluate(
-            args.task, args.manifest, args.model, args.codec, args.limit, args.seed, args.device
-        )
+            args.task, args.manifest, args.model, args.codec, args.limit, args.seed, args.device,
+            seconds=args.seconds, judge=args.judge,
+        )  # fmt: skip
         print(report.table())
         if args.out:
             print(f"wrote {report.write(args.out)}")
@@ -223,6 +224,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", help="codec: a codec name or saved codec dir instead of the model's codec")
     p.add_argument("--limit", type=int, help="evaluate only the first N usable records")
     p.add_argument("--seed", type=int, default=0, help="sampling seed for tts / music / sfx")
+    p.add_argument("--seconds", type=float, help="music / sfx: seconds per caption (default: the record's)")
+    p.add_argument(
+        "--judge", help="music / sfx: manifest of clips with a 'label' to classify the generated sounds by"
+    )
     p.add_argument("--out", help="write the report (summary, per-item rows, notes) to this JSON file")
     _model_arg(p)
     p.set_defaults(func=run)

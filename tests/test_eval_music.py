@@ -3,7 +3,7 @@ import pytest
 
 from audiollm import AudioLM, audio
 from audiollm.data.manifest import Record
-from audiollm.eval.audio_stats import STATS, audio_stats, evaluate_generation
+from audiollm.eval.audio_stats import STATS, SoundJudge, audio_stats, evaluate_generation
 
 SR = 16000
 
@@ -87,3 +87,51 @@ def test_evaluate_generation_reports_generated_beside_reference(lm, shared_data,
     music_only = type(lm)(lm.model, lm.tokenizer, lm.codec, lm.config | {"tasks": ["music"]})
     with pytest.raises(ValueError, match="not trained for sfx"):
         evaluate_generation(music_only, records, "sfx")
+
+
+def clicks(bpm: float, seconds: float = 8.0) -> np.ndarray:
+    """A click (10 ms of a 2 kHz burst) on every beat."""
+    x = np.zeros(int(seconds * SR), np.float32)
+    burst = sine(2000.0, seconds=0.01)
+    for start in np.arange(0, seconds - 0.01, 60 / bpm):
+        x[int(start * SR) : int(start * SR) + len(burst)] += burst
+    return x
+
+
+def test_tempo_follows_the_beat():
+    for bpm in (80, 140):
+        assert audio_stats(clicks(bpm), SR)["tempo_bpm"] == pytest.approx(bpm, rel=0.05)
+    assert audio_stats(np.zeros(SR, np.float32), SR)["tempo_bpm"] is None
+
+
+def labelled(tmp_path, n: int = 3) -> list[Record]:
+    """n tones (different pitches) and n noises on disk, labelled."""
+    rng, records = np.random.default_rng(0), []
+    for i in range(n):
+        for label, wav in (("tone", sine(300.0 + 150 * i)), ("noise", rng.uniform(-0.3, 0.3, 2 * SR))):
+            path = tmp_path / f"{label}{i}.wav"
+            audio.save(path, np.asarray(wav, np.float32)[None], SR)
+            records.append(
+                Record(id=f"{label}{i}", audio=str(path), caption=f"a {label}", extra={"label": label})
+            )
+    return records
+
+
+def test_sound_judge_tells_the_classes_apart(tmp_path):
+    judge = SoundJudge(labelled(tmp_path))
+    assert judge.labels == ["noise", "tone"]
+    assert judge.classify(sine(525.0), SR) == "tone"
+    assert judge.classify(np.random.default_rng(1).uniform(-0.2, 0.2, SR).astype(np.float32), SR) == "noise"
+    with pytest.raises(ValueError, match="2 classes"):
+        SoundJudge([r for r in labelled(tmp_path) if r.extra["label"] == "tone"])
+
+
+def test_evaluate_generation_judges_classes_at_a_fixed_length(lm, tmp_path):
+    records = labelled(tmp_path, n=2)
+    report = evaluate_generation(lm, records[:2], "sfx", seconds=1.0, judge=SoundJudge(records))
+    generated, reference = report.summary
+    assert generated["duration_s"] <= 1.0 + 1 / lm.codec.frame_rate
+    assert reference["class_acc"] == 1.0  # the judge knows its own training clips
+    judged = [i["judged"] == i["label"] for i in report.items]
+    assert generated["class_acc"] == pytest.approx(np.mean(judged))
+    assert any("nearest-centroid" in n for n in report.notes)

@@ -9,7 +9,7 @@ from audiollm.api import AudioLM
 from audiollm.codecs import Codec, load_codec
 from audiollm.data.manifest import Record, read_manifest
 from audiollm.eval.asr import evaluate_asr
-from audiollm.eval.audio_stats import evaluate_generation
+from audiollm.eval.audio_stats import SoundJudge, evaluate_generation
 from audiollm.eval.codec import evaluate_codec, evaluate_opus
 from audiollm.eval.report import Report
 from audiollm.eval.tts import evaluate_tts
@@ -27,8 +27,12 @@ def evaluate(
     limit: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    seconds: float | None = None,
+    judge: str | Path | None = None,
 ) -> Report:
-    """Score `model` (or, for task "codec", `codec` when given) on the first `limit` usable records."""
+    """Score `model` (or, for task "codec", `codec` when given) on the first `limit` usable records.
+    music / sfx: `seconds` of audio per caption (default: each record's length); `judge`: a manifest of
+    labelled clips to fit a `SoundJudge` on (class accuracy of the generated sounds)."""
     if task not in NEEDS:
         raise ValueError(f"unknown evaluation '{task}': use one of {', '.join(NEEDS)}")
     records, skipped = select(manifest, NEEDS[task], limit)
@@ -49,7 +53,8 @@ def evaluate(
 
             report = evaluate_voice(lm, records, "tts" if task == "voice" else "continue", seed=seed)
         else:
-            report = evaluate_generation(lm, records, task, seed=seed)
+            fitted = SoundJudge(list(read_manifest(judge))) if judge else None
+            report = evaluate_generation(lm, records, task, seed=seed, seconds=seconds, judge=fitted)
     if skipped:
         report.notes.append(f"skipped {skipped} records without '{NEEDS[task]}'")
     used = {"model": None, "codec": str(codec)} if codec and task == "codec" else {"model": str(model)}
