@@ -21,6 +21,8 @@ def _tokenize(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         bandwidth=args.bandwidth,
         batch_seconds=args.batch_seconds,
+        shard_seconds=args.shard_seconds,
+        shard_records=args.shard_records,
         device=args.device,
     )
     print(summary.describe())
@@ -28,7 +30,10 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def _add_tokenize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tokenize", help="encode a manifest's audio into code shards")
+    p = sub.add_parser(
+        "tokenize",
+        help="encode a manifest's audio into code shards (data-parallel under torchrun or srun)",
+    )
     p.add_argument(
         "manifests",
         nargs="+",
@@ -47,7 +52,18 @@ def _add_tokenize(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="padded audio per encoder batch, seconds (default: 80 on CUDA, one clip at a time on CPU)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for the codec")
+    p.add_argument(
+        "--shard-seconds",
+        type=float,
+        default=600.0,
+        help="most audio per shard, seconds (what a kill can lose)",
+    )
+    p.add_argument("--shard-records", type=int, default=2000, help="most records per shard")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for the codec ('cuda': cuda:LOCAL_RANK under torchrun/srun)",
+    )
     p.add_argument("--out", required=True, help="output folder for shards and index.jsonl")
     p.set_defaults(func=_tokenize)
 
@@ -131,12 +147,15 @@ def _transcribe(args: argparse.Namespace) -> int:
     from audiollm.api import AudioLM
 
     lm = AudioLM.from_pretrained(args.model, device=args.device)
-    texts = lm.transcribe(list(args.files))
+    texts = lm.transcribe(list(args.files), skip_errors=True)  # a bad file is reported, the rest transcribed
     for path, text in zip(args.files, texts, strict=True):
+        if isinstance(text, Exception):
+            print(f"audiollm transcribe: error: {text}", file=sys.stderr)
+            continue
         print(
             json.dumps({"file": path, "text": text}, ensure_ascii=False) if args.json else f"{path}\t{text}"
         )
-    return 0
+    return 1 if any(isinstance(t, Exception) for t in texts) else 0
 
 
 def _check_output(path: str) -> None:

@@ -77,18 +77,46 @@ def parse_record(obj: object, where: str, root: Path | None = None) -> Record:
 
 def read_manifest(path: str | Path) -> Iterator[Record]:
     """Yield the records of a JSONL manifest; blank lines are skipped, bad lines raise ManifestError."""
-    path = Path(path)
+    for _, record in _located_records(Path(path)):
+        yield record
+
+
+def read_manifests(paths: Iterable[str | Path]) -> list[Record]:
+    """The records of several manifests in order; an id seen twice (in one file or across them) is a
+    ManifestError naming both lines, since records are keyed by id downstream (shards, indexes)."""
+    seen: dict[str, str] = {}
+    records = []
+    for path in paths:
+        for where, record in _located_records(Path(path)):
+            if record.id in seen:
+                raise ManifestError(f"{where}: duplicate id '{record.id}' (first at {seen[record.id]})")
+            seen[record.id] = where
+            records.append(record)
+    return records
+
+
+def _located_records(path: Path) -> Iterator[tuple[str, Record]]:
+    """("file:line", record) for each non-blank line; lines are decoded one by one so that a byte
+    that is not UTF-8 is reported with its line."""
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(
+                    f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            yield parse_record(obj, f"{path}:{n}", path.parent)
+                raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
+            yield where, parse_record(obj, where, path.parent)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict | Record]) -> Path:
