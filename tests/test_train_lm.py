@@ -161,3 +161,118 @@ def test_fit_starts_from_a_converted_pythia(tmp_path, digits_tokenized):
     after = load_file(tmp_path / "pythia" / "model" / "model.safetensors")
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert moved and all(torch.allclose(before[k], after[k], atol=0.05) for k in before)
+
+
+class PoisonAt(L.Callback):
+    """Set one weight to NaN after optimiser step 2, as a diverging run does."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == 2:
+            with torch.no_grad():
+                pl_module.model.text_head.weight[0, 0] = float("nan")
+
+
+def test_nan_loss_stops_with_an_error_and_exports_nothing(tmp_path, digits_tokenized, capsys):
+    config = write_config(tmp_path, digits_tokenized, "nan", val_check_interval=1000)
+    assert fit_main(["--config", str(config), "--trainer.callbacks+=tests.test_train_lm.PoisonAt"]) == 1
+    err = capsys.readouterr().err
+    assert "loss is not finite at step 2" in err and not (tmp_path / "nan" / "model").exists()
+
+
+def test_truncated_last_checkpoint_names_the_good_one(tmp_path, digits_tokenized, capsys):
+    config = write_config(tmp_path, digits_tokenized, "trunc", max_steps=3, val_check_interval=1000)
+    assert fit_main(["--config", str(config)]) == 0
+    ckpts = tmp_path / "trunc" / "checkpoints"
+    good = ckpts / "epoch=0-step=3.ckpt"
+    last = ckpts / "last.ckpt"
+    for damaged in (last.read_bytes()[: last.stat().st_size // 2], b""):
+        last.write_bytes(damaged)
+        capsys.readouterr()
+        assert fit_main(["--config", str(config), "--ckpt_path", "last"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{last} is not a readable checkpoint" in err
+        assert f"--ckpt_path {good}" in err
+
+
+def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, digits_tokenized, capsys):
+    """Root ignores file modes: there the folder is sysfs's /sys/kernel, which nobody may write into."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        folder = Path("/sys/kernel")
+        if not folder.is_dir() or _can_create(folder):
+            pytest.skip("no folder here that this (root) process cannot write")
+    config = write_config(tmp_path, digits_tokenized, "ro", max_steps=3, val_check_interval=1000)
+    assert fit_main(["--config", str(config), "--checkpoint.dirpath", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint.dirpath {folder} is not writable" in err
+    assert not (tmp_path / "ro" / "model").exists()
+
+
+def _can_create(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_bytes(b"")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+def test_checkpoint_write_error_is_raised(tmp_path):
+    """Lightning's own save swallows a PermissionError; ours fails and names the file."""
+    from audiollm.train.cli import CheckedCheckpointIO
+    from audiollm.train.module import FitError
+
+    folder = Path("/sys/kernel") if os.geteuid() == 0 else tmp_path / "readonly"
+    if folder != Path("/sys/kernel"):
+        folder.mkdir()
+        folder.chmod(0o500)
+    if _can_create(folder):
+        pytest.skip(f"{folder} is writable here")
+    with pytest.raises(FitError, match=f"could not write the checkpoint {folder / 'x.ckpt'}"):
+        CheckedCheckpointIO().save_checkpoint({"state_dict": {}}, folder / "x.ckpt")
+
+
+class _Payload:
+    def __reduce__(self):  # what a crafted checkpoint does when unpickled: run code
+        return (Path.touch, (Path(os.environ["H14_MARKER"]),))
+
+
+def test_remote_checkpoint_is_refused(tmp_path, digits_tokenized, capsys, monkeypatch):
+    """A checkpoint served over HTTP (a crafted pickle here) is never downloaded and unpickled."""
+    import functools
+    import http.server
+    import threading
+
+    marker = tmp_path / "code_ran"
+    monkeypatch.setenv("H14_MARKER", str(marker))
+    (tmp_path / "www").mkdir()
+    torch.save({"state_dict": _Payload()}, tmp_path / "www" / "evil.ckpt")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/evil.ckpt"
+    config = write_config(tmp_path, digits_tokenized, "remote", max_steps=1, val_check_interval=1000)
+    try:
+        code = fit_main(["--config", str(config), "--ckpt_path", url])
+    except Exception:  # before the fix: the download was unpickled, then failed as a checkpoint
+        code = None
+    finally:
+        server.shutdown()
+    assert not marker.exists(), "the downloaded checkpoint ran code"
+    assert code == 1 and "only local checkpoint files are read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        (["--model.preset", "huge"], "unknown preset 'huge'"),
+        (["--data.tokenizer", "/nonexistent/spm"], "/nonexistent/spm"),
+    ],
+)
+def test_config_errors_are_one_line(tmp_path, digits_tokenized, capsys, override, problem):
+    config = write_config(tmp_path, digits_tokenized, "bad")
+    assert fit_main(["--config", str(config), *override]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("audiollm fit: error:") and problem in err and "\n" not in err
