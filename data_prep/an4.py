@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, Reject, pair, prepare_from, read_lines, source_dir
+from data_prep.common import BadInput, Reject, pair, prepare_from, read_lines, read_transcripts, source_dir
 
 SPLITS = {"train": "an4_train", "test": "an4_test"}
 _LINE = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()\s]+)\)\s*$")
@@ -34,7 +34,7 @@ def _items(root: Path) -> Iterator[Record | Reject]:
         ids_file, trans_file = root / "etc" / f"{stem}.fileids", root / "etc" / f"{stem}.transcription"
         try:
             fileids = [line.strip() for line in read_lines(ids_file) if line.strip()]
-            texts = dict(_transcription_line(line) for line in read_lines(trans_file) if line.strip())
+            texts, repeated = read_transcripts(trans_file, _transcription_line)
         except BadInput as e:
             yield Reject(split, e.path, e.problem)
             continue
@@ -46,6 +46,7 @@ def _items(root: Path) -> Iterator[Record | Reject]:
             lambda uid, path, text, split=split: Record(
                 uid, str(path), text, speaker=path.parent.name, split=split
             ),
+            repeated,
         )
 
 

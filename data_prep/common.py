@@ -73,21 +73,45 @@ def read_lines(path: Path) -> list[str]:
         raise BadInput(path, f"cannot read the file ({e.strerror})") from None
 
 
+def read_transcripts(
+    path: Path, parse: Callable[[str], tuple[str, str]]
+) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """(text by id, line numbers by id for ids on more than one line) of the non-blank lines of a
+    transcript file; `parse(line) -> (id, text)`. A repeated id is left out of the texts (which line
+    is meant cannot be known) for `pair` to reject. BadInput as `read_lines`."""
+    texts: dict[str, str] = {}
+    lines: dict[str, list[int]] = {}
+    for n, line in enumerate(read_lines(path), 1):
+        if line.strip():
+            uid, text = parse(line)
+            texts[uid] = text
+            lines.setdefault(uid, []).append(n)
+    repeated = {uid: ns for uid, ns in lines.items() if len(ns) > 1}
+    return {uid: t for uid, t in texts.items() if uid not in repeated}, repeated
+
+
 def pair(
     audio: dict[str, Path],
     texts: dict[str, str],
     source: str,
     record: Callable[[str, Path, str], Record],
+    repeated: dict[str, list[int]] | None = None,
 ) -> Iterator[Record | Reject]:
     """Join audio files and transcripts by utterance id, in id order.
 
     Yields `record(id, audio_path, text)` for each usable pair and a Reject for audio with no
-    transcript, a transcript with no audio, or an empty transcript. `source` names the
-    transcript file in the reasons.
+    transcript, a transcript with no audio, an empty transcript, or an id on several lines of the
+    transcript file (`repeated`: its line numbers). `source` names the transcript file in the reasons.
     """
-    for uid in sorted(audio.keys() | texts.keys()):
+    repeated = repeated or {}
+    for uid in sorted(audio.keys() | texts.keys() | repeated.keys()):
         path, text = audio.get(uid), texts.get(uid)
-        if path is None:
+        if uid in repeated:
+            lines = ", ".join(map(str, repeated[uid]))
+            yield Reject(
+                uid, source, f"id on lines {lines} of {source}; which transcript is meant is ambiguous"
+            )
+        elif path is None:
             yield Reject(uid, source, f"transcript in {source} has no audio file")
         elif text is None:
             yield Reject(uid, str(path), f"missing transcript (none for this id in {source})")

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, Reject, chapter_record, pair, prepare_from, read_lines, source_dir
+from data_prep.common import (
+    BadInput,
+    Reject,
+    chapter_record,
+    pair,
+    prepare_from,
+    read_transcripts,
+    source_dir,
+)
 
 
 def prepare_librispeech(src_dir: str | Path, out_dir: str | Path) -> Path:
@@ -29,12 +37,12 @@ def _items(src: Path) -> Iterator[Record | Reject]:
         trans = chapter / f"{speaker}-{chapter.name}.trans.txt"
         audio = {p.stem: p for p in chapter.glob("*.flac")}
         try:
-            texts = dict(_transcript_line(line) for line in read_lines(trans) if line.strip())
+            texts, repeated = read_transcripts(trans, _transcript_line)
         except BadInput as e:
             for uid, path in sorted(audio.items()):
                 yield Reject(uid, str(path), f"missing transcript: {e}")
             continue
-        yield from pair(audio, texts, str(trans), chapter_record(speaker, subset, chapter.name))
+        yield from pair(audio, texts, str(trans), chapter_record(speaker, subset, chapter.name), repeated)
 
 
 def _transcript_line(line: str) -> tuple[str, str]:

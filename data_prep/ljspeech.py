@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audiollm.data.manifest import Record
-from data_prep.common import BadInput, Reject, hash_split, pair, prepare_from, read_lines, source_dir
+from data_prep.common import BadInput, Reject, hash_split, pair, prepare_from, read_transcripts, source_dir
 
 SPEAKER = "LJ"
 
@@ -27,7 +27,7 @@ def _items(src: Path) -> Iterator[Record | Reject]:
     meta = src / "metadata.csv"
     audio = {p.stem: p for p in sorted((src / "wavs").glob("*")) if p.is_file()}
     try:
-        texts = dict(_metadata_line(line) for line in read_lines(meta) if line.strip())
+        texts, repeated = read_transcripts(meta, _metadata_line)
     except BadInput as e:
         for uid, path in audio.items():
             yield Reject(uid, str(path), f"missing transcript: {e}")
@@ -37,6 +37,7 @@ def _items(src: Path) -> Iterator[Record | Reject]:
         texts,
         str(meta),
         lambda uid, path, text: Record(uid, str(path), text, speaker=SPEAKER, split=hash_split(uid)),
+        repeated,
     )
 
 

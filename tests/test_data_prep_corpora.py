@@ -151,6 +151,31 @@ def test_ljspeech_metadata_columns_and_stable_split(tmp_path):
     assert "empty transcript" in why["LJ001-0002"] and "missing transcript" in why["LJ001-0003"]
 
 
+def test_an_id_on_two_lines_is_rejected_with_both_lines(tmp_path):
+    src = tmp_path / "LJSpeech-1.1"
+    for i in range(1, 3):
+        tone(src / "wavs" / f"LJ001-{i:04d}.wav", sr=22050)
+    (src / "metadata.csv").write_text("LJ001-0001|One|One.\nLJ001-0002|Two|Two.\n\nLJ001-0001|Other|Other.\n")
+    data_prep.prepare("ljspeech", src, tmp_path / "out")
+    splits, rejects, _ = outputs(tmp_path / "out")
+    assert [r.id for rs in splits.values() for r in rs] == ["LJ001-0002"]
+    (reject,) = rejects
+    assert reject["id"] == "LJ001-0001" and reject["path"] == str(src / "metadata.csv")
+    assert reject["reason"].startswith(f"id on lines 1, 4 of {src / 'metadata.csv'}")
+
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121"
+    tone(chapter / "84-121-0000.flac")
+    tone(chapter / "84-121-0001.flac")
+    (chapter / "84-121.trans.txt").write_text("84-121-0000 GO\n84-121-0001 HERE\n84-121-0000 STAY\n")
+    data_prep.prepare("librispeech", tmp_path / "LibriSpeech", tmp_path / "ls")
+    assert (
+        "id on lines 1, 3 of"
+        in reasons(json.loads(line) for line in (tmp_path / "ls" / "rejects.jsonl").read_text().splitlines())[
+            "84-121-0000"
+        ]
+    )
+
+
 def an4_tree(root: Path) -> Path:
     an4 = root / "an4"
     tone(an4 / "wav" / "an4_clstk" / "fash" / "an251-fash-b.sph", fmt="NIST")
