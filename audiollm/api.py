@@ -9,6 +9,8 @@ wav, sr = lm.generate_music("calm piano, slow", duration=8.0, guidance_scale=3.0
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,43 @@ from audiollm.text import load_tokenizer
 ASSETS = Path(__file__).resolve().parent / "assets"
 PRETRAINED = {"tiny": ASSETS / "tiny"}  # name -> directory shipped inside the package
 AudioInput = str | Path | tuple[np.ndarray, int]
+
+
+def as_waveform(item: tuple[np.ndarray, int], what: str = "audio") -> tuple[torch.Tensor, int]:
+    """(array, sample_rate) -> float32 (C, N) tensor and the rate, checked: a positive whole rate (Hz) and a
+    finite, non-empty array shaped (N,), (C, N), or soundfile's (N, C) (the shorter axis is the channels).
+    Raises audio.AudioError naming `what`."""
+    if not isinstance(item, tuple) or len(item) != 2:
+        raise audio.AudioError(what, "must be a path or an (array, sample_rate) pair")
+    data, sr = item
+    if isinstance(sr, bool) or not isinstance(sr, int | float | np.number) or not math.isfinite(sr) or sr <= 0 or sr != int(sr):  # fmt: skip
+        raise audio.AudioError(what, f"the sample rate must be a positive whole number of Hz, got {sr!r}")
+    try:
+        wav = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise audio.AudioError(what, f"is not an array of samples (got {type(data).__name__})") from None
+    if wav.ndim not in (1, 2):
+        raise audio.AudioError(what, f"must be shaped (N,), (C, N) or (N, C), got {wav.shape}")
+    if wav.size == 0:
+        raise audio.AudioError(what, f"is empty (shape {wav.shape}): no samples")
+    if not np.isfinite(wav).all():
+        raise audio.AudioError(what, "contains NaN or infinite samples")
+    wav = wav[None] if wav.ndim == 1 else wav.T if wav.shape[0] > wav.shape[1] else wav  # (C, N)
+    return torch.from_numpy(np.ascontiguousarray(wav)), int(sr)
+
+
+def _positive_seconds(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:  # fmt: skip
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _strings(value: str | list[str], name: str) -> list[str]:
+    """A str or a non-empty list of str, as a list; anything else is a ValueError naming `name`."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
+        raise ValueError(f"{name} must be a string or a non-empty list of strings, got {value!r:.60}")
+    return items
 
 
 def resolve_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
@@ -84,9 +123,8 @@ class AudioLM:
     def _encode(self, item: AudioInput | torch.Tensor, seconds: float | None = None) -> torch.Tensor:
         """Audio (path, (array, sr) or (C, N) tensor at the codec rate) -> codes (K, T) of the model's K."""
         if isinstance(item, tuple):
-            wav = torch.as_tensor(np.asarray(item[0], dtype=np.float32))
-            wav = audio.conform(wav.reshape(-1, wav.shape[-1]) if wav.dim() > 1 else wav[None], item[1],
-                                self.codec.sample_rate, self.codec.channels)  # fmt: skip
+            wav, sr = as_waveform(item)
+            wav = audio.conform(wav, sr, self.codec.sample_rate, self.codec.channels)
         elif isinstance(item, torch.Tensor):
             wav = item
         else:
@@ -127,20 +165,33 @@ class AudioLM:
 
     # ---- tasks ---------------------------------------------------------------------------------------
     def transcribe(
-        self, inputs: AudioInput | list[AudioInput], chunk_seconds: float | None = None, batch_size: int = 16
-    ) -> str | list[str]:
-        """Speech -> text. Accepts a path, (array, sample_rate), or a list of them; long audio is chunked."""
+        self,
+        inputs: AudioInput | list[AudioInput],
+        chunk_seconds: float | None = None,
+        batch_size: int = 16,
+        skip_errors: bool = False,
+    ) -> str | list[str] | list[str | audio.AudioError]:
+        """Speech -> text. Accepts a path, (array, sample_rate), or a list of them. Long audio is read and
+        encoded one chunk at a time (memory flat in its length). skip_errors: an input that cannot be used
+        gives its audio.AudioError in place of its text, and the rest are transcribed."""
         self._require("asr")
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         frame_rate, K = self.codec.frame_rate, self.vocab.num_codebooks
         max_frames = tasks.max_frames(self.max_len // 2, K, self.pattern)
-        chunk = min(chunk_seconds or 1e9, max_frames / frame_rate)
-        pieces: list[tuple[int, torch.Tensor]] = []  # (input index, codes (K, T))
+        chunk = max_frames if chunk_seconds is None else round(_positive_seconds(chunk_seconds, "chunk_seconds") * frame_rate)  # fmt: skip
+        step = max(1, min(chunk, max_frames))  # code frames per window
+        pieces: list[tuple[int, torch.Tensor]] = []  # (input index, codes (K, <= step))
+        failed: dict[int, audio.AudioError] = {}
         for i, item in enumerate(items):
-            codes = self._encode(item)
-            step = max(1, round(chunk * frame_rate))
-            pieces += [(i, codes[:, s : s + step]) for s in range(0, max(codes.shape[-1], 1), step)]
+            what = "audio" if single else f"inputs[{i}]"
+            try:  # a list, so that an input that fails part-way adds nothing
+                windows = self._windows(item, step / frame_rate, what)
+                pieces += [(i, self._encode(w)[:, :step]) for w in windows]
+            except audio.AudioError as e:
+                if not skip_errors:
+                    raise
+                failed[i] = e
         texts: list[list[str]] = [[] for _ in items]
         for start in range(0, len(pieces), batch_size):
             group = pieces[start : start + batch_size]
@@ -151,8 +202,26 @@ class AudioLM:
             for b, (i, _) in enumerate(group):
                 ids = [t for t in out.row_text(b) if t < self.vocab.text_size]
                 texts[i].append(self.tokenizer.decode(ids).strip())
-        joined = [" ".join(t for t in parts if t) for parts in texts]
+        joined = [failed.get(i) or " ".join(t for t in parts if t) for i, parts in enumerate(texts)]
         return joined[0] if single else joined
+
+    def _windows(self, item: AudioInput, seconds: float, what: str) -> Iterator[torch.Tensor]:
+        """Consecutive windows of `seconds` of a path or (array, sr), each (C, n) at the codec's rate and
+        channels; a file is read one window at a time."""
+        rate, channels = self.codec.sample_rate, self.codec.channels
+        if isinstance(item, tuple):
+            wav, sr = as_waveform(item, what)  # (C, N)
+            n = max(1, round(seconds * sr))
+            for first in range(0, wav.shape[-1], n):
+                yield audio.conform(wav[:, first : first + n], sr, rate, channels)
+            return
+        meta = audio.info(item)
+        if meta.frames == 0:
+            raise audio.AudioError(item, "contains no audio samples (zero length)")
+        n = max(1, round(seconds * meta.samplerate))
+        for first in range(0, meta.frames, n):
+            start, length = first / meta.samplerate, n / meta.samplerate
+            yield audio.load(item, rate, channels, start=start, duration=length)[0]
 
     def synthesize(
         self,
@@ -165,7 +234,8 @@ class AudioLM:
         A list of texts (with one voice prompt for all, or a list of one each) is generated as one batch
         and gives a list of results."""
         self._require("tts")
-        texts = [text] if isinstance(text, str) else text
+        texts = _strings(text, "text")
+        _positive_seconds(max_seconds, "max_seconds")
         voices = voice_prompt if isinstance(voice_prompt, list) else [voice_prompt] * len(texts)
         seconds = self.template.get("prompt_seconds", 3.0)
         prompts = [
@@ -180,7 +250,8 @@ class AudioLM:
         self, task: str, caption: str | list[str], duration: float, guidance_scale: float, seed: int | None
     ):
         self._require(task)
-        captions = [caption] if isinstance(caption, str) else caption
+        captions = _strings(caption, "caption")
+        _positive_seconds(duration, "duration")
         cond = [tasks.captioned(self.vocab, self.pattern, task, self._text_ids(c, "caption"), None).prompt()
                 for c in captions]  # fmt: skip
         uncond = [tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()] * len(cond)
@@ -213,6 +284,7 @@ class AudioLM:
     def continue_audio(self, clip: AudioInput, duration: float = 4.0, seed: int | None = None):
         """Audio -> the clip followed by `duration` seconds of continuation (float32 numpy, sample rate)."""
         self._require("continue")
+        _positive_seconds(duration, "duration")
         prefix = self._encode(clip)
         prompt, template = tasks.continuation_prompt(self.vocab, self.pattern, prefix)
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None

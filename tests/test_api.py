@@ -1,7 +1,11 @@
+import json
+import re
+
 import numpy as np
 import pytest
+import torch
 
-from audiollm import AudioLM, audio
+from audiollm import AudioLM, audio, tasks
 from audiollm.api import PRETRAINED
 
 
@@ -112,3 +116,91 @@ def test_quickstart_pipeline_end_to_end(tmp_path, shared_data, encodec_24k_check
     assert (out / "samples" / "tts_spectrograms.png").stat().st_size > 0
     if (PRETRAINED["tiny"] / "config.json").is_file():  # the shipped model speaks and listens beside it
         assert "## Samples: the shipped `tiny`" in report and list((out / "samples").glob("tiny_tts_*.wav"))
+
+
+def test_long_audio_is_read_and_encoded_one_chunk_at_a_time(lm, speech_file, monkeypatch):
+    """Memory flat in the file's length: the codec never sees more than one chunk of audio."""
+    whole = lm.transcribe(speech_file, chunk_seconds=0.5)
+    seen: list[int] = []
+    encode = lm.codec.encode
+
+    def counted(wav):
+        seen.append(wav.shape[-1])
+        return encode(wav)
+
+    monkeypatch.setattr(lm.codec, "encode", counted)
+    assert lm.transcribe(speech_file, chunk_seconds=0.5) == whole
+    window = 38 / 75  # 0.5 s in code frames of the 75 Hz codec
+    assert len(seen) == -(-audio.info(speech_file).duration // window), "20 windows, not one 10-s encode"
+    assert max(seen) == round(window * 24000) and sum(seen) == pytest.approx(9.655 * 24000, abs=100)
+    seen.clear()
+    lm.transcribe(speech_file)  # the default chunk: the most audio the model's ASR context holds
+    limit = tasks.max_frames(lm.max_len // 2, lm.vocab.num_codebooks, lm.pattern) / lm.codec.frame_rate
+    assert len(seen) > 1 and max(seen) <= round(limit * 24000)
+    wav, sr = audio.load(speech_file)
+    seen.clear()
+    assert lm.transcribe((wav.numpy()[0], sr), chunk_seconds=0.5) == whole, "an array is chunked alike"
+    assert max(seen) == round(window * 24000)
+
+
+def test_array_inputs_are_checked_and_stereo_read_in_either_layout(lm, shared_data):
+    left, sr = audio.load(shared_data / "fsdd_spoken_digits" / "recordings" / "3_theo_40.wav")
+    left = left.numpy()[0]
+    right = 0.5 * np.roll(left, 400)  # a different channel, so a downmix bug shows
+    soundfile_layout = np.stack([left, right], axis=1)  # (N, 2), as soundfile.read returns
+    mono = lm.transcribe((soundfile_layout.mean(axis=1), sr))
+    assert lm.transcribe((soundfile_layout, sr)) == mono
+    assert lm.transcribe((soundfile_layout.T, sr)) == mono, "(C, N) too"
+    codes = lm._encode((soundfile_layout, sr))
+    assert torch.equal(codes, lm._encode((soundfile_layout.mean(axis=1), sr))), "the values, not the shape"
+    nan = left.copy()
+    nan[100] = np.nan
+    cases = [
+        ((nan, sr), r"^audio: contains NaN or infinite samples$"),
+        ((np.full(8000, np.inf, np.float32), sr), "contains NaN or infinite samples"),
+        ((np.zeros(0, np.float32), sr), r"audio: is empty \(shape \(0,\)\): no samples"),
+        ((left, 0), r"audio: the sample rate must be a positive whole number of Hz, got 0"),
+        ((left, float("nan")), "the sample rate must be a positive whole number"),
+        ((left[None, None], sr), r"must be shaped \(N,\), \(C, N\) or \(N, C\), got \(1, 1, \d+\)"),
+    ]
+    for item, message in cases:
+        with pytest.raises(audio.AudioError, match=message):
+            lm.transcribe(item)
+    with pytest.raises(audio.AudioError, match=r"^inputs\[1\]: contains NaN"):
+        lm.transcribe([(left, sr), (nan, sr)])
+
+
+def test_bad_arguments_name_the_argument(lm):
+    for call, message in [
+        (lambda: lm.synthesize(None), "text must be a string or a non-empty list of strings, got None"),
+        (lambda: lm.synthesize([]), "text must be a string or a non-empty list of strings"),
+        (lambda: lm.generate_music(None), "caption must be a string or a non-empty list"),
+        (lambda: lm.synthesize("one", max_seconds=0), "max_seconds must be a positive number of seconds, got 0"),
+        (lambda: lm.synthesize("one", max_seconds=float("nan")), "max_seconds must be a positive number of seconds, got nan"),
+        (lambda: lm.generate_music("a voice", duration=-1), "duration must be a positive number of seconds, got -1"),
+        (lambda: lm.generate_sfx("rain", duration=float("inf")), "duration must be a positive number of seconds, got inf"),
+        (lambda: lm.continue_audio((np.ones(800, np.float32), 8000), duration=0), "duration must be a positive"),
+        (lambda: lm.transcribe((np.ones(800, np.float32), 8000), chunk_seconds=0), "chunk_seconds must be a positive"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+
+
+def test_cli_transcribe_reports_each_bad_file_and_transcribes_the_rest(
+    digits_model, encodec_24k_checkpoint, shared_data, tmp_path, capsys, monkeypatch
+):
+    from audiollm.cli import main
+
+    monkeypatch.setenv("AUDIOLLM_ENCODEC_CHECKPOINT", str(encodec_24k_checkpoint))
+    good = shared_data / "fsdd_spoken_digits" / "recordings" / "4_theo_40.wav"
+    other = shared_data / "fsdd_spoken_digits" / "recordings" / "5_theo_40.wav"
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    files = [str(good), str(bad), str(other), str(tmp_path / "missing.wav")]
+    assert main(["transcribe", *files, "--json", "--model", str(digits_model)]) == 1
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(good), str(other)]
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"audiollm transcribe: error: {bad}: unreadable")
+    assert lines[1] == f"audiollm transcribe: error: {tmp_path / 'missing.wav'}: file not found"
+    assert main(["transcribe", str(good), "--model", str(digits_model)]) == 0
