@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from audiollm import audio, patterns, tasks
+from audiollm import quantize as quantization
 from audiollm.codecs import Codec, load_codec
 from audiollm.generate import Prompt, Sampling, Template, generate
 from audiollm.model import AudioLanguageModel
@@ -91,9 +92,16 @@ class AudioLM:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_dir: str | Path = "tiny", device: str | None = None, dtype: str | None = None
+        cls,
+        name_or_dir: str | Path = "tiny",
+        device: str | None = None,
+        dtype: str | None = None,
+        quantize: str | None = None,
     ):
-        """Load a shipped model by name (see `PRETRAINED`) or a checkpoint directory."""
+        """Load a shipped model by name (see `PRETRAINED`) or a checkpoint directory; `quantize="int8"`
+        stores its Linear weights as int8 with per-output-channel scales (`audiollm.quantize`)."""
+        if quantize is not None:
+            quantization.check_scheme(quantize)
         name = str(name_or_dir)
         directory = PRETRAINED.get(name, Path(name))
         if not (directory / "config.json").is_file():
@@ -107,6 +115,8 @@ class AudioLM:
         config = json.loads((directory / "config.json").read_text())
         dev, dt = resolve_device(device, dtype)
         model = AudioLanguageModel.from_pretrained(directory, device=dev).to(dt)
+        if quantize is not None:
+            quantization.quantize(model, quantize)
         tokenizer = load_tokenizer(directory, config.get("text_tokenizer", "sentencepiece"))
         ref = config["codec"]
         codec_name = directory / ref["codec"] if (directory / str(ref["codec"])).is_dir() else ref["codec"]

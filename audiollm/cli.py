@@ -143,10 +143,17 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
 
 
+def _fast_args(p: argparse.ArgumentParser) -> None:
+    """Generation speed-ups of `AudioLM.from_pretrained` (issue 17)."""
+    p.add_argument(
+        "--quantize", default=None, help="int8: int8 weight-only Linear layers (audiollm.quantize)"
+    )
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from audiollm.api import AudioLM
 
-    lm = AudioLM.from_pretrained(args.model, device=args.device)
+    lm = AudioLM.from_pretrained(args.model, device=args.device, quantize=args.quantize)
     texts = lm.transcribe(list(args.files), skip_errors=True)  # a bad file is reported, the rest transcribed
     for path, text in zip(args.files, texts, strict=True):
         if isinstance(text, Exception):
@@ -172,7 +179,7 @@ def _generate(args: argparse.Namespace) -> int:
     from audiollm.api import AudioLM
 
     _check_output(args.output)
-    lm = AudioLM.from_pretrained(args.model, device=args.device)
+    lm = AudioLM.from_pretrained(args.model, device=args.device, quantize=args.quantize)
     if args.command == "tts":
         wav, sr = lm.synthesize(
             args.input, voice_prompt=args.voice_prompt, max_seconds=args.max_seconds, seed=args.seed
@@ -191,6 +198,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3, sph)")
     p.add_argument("--json", action="store_true", help="print one JSON object per file")
     _model_arg(p)
+    _fast_args(p)
     p.set_defaults(func=_transcribe)
     specs = {
         "tts": ("text to speech", "TEXT", "the text to speak"),
@@ -213,6 +221,7 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
                 "--guidance-scale", type=float, default=3.0, help="classifier-free guidance strength"
             )
         _model_arg(p)
+        _fast_args(p)
         p.set_defaults(func=_generate)
 
 
