@@ -276,3 +276,33 @@ def test_config_errors_are_one_line(tmp_path, digits_tokenized, capsys, override
     assert fit_main(["--config", str(config), *override]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("audiollm fit: error:") and problem in err and "\n" not in err
+
+
+def test_throughput_and_mfu_are_logged(tmp_path, digits_tokenized, capsys):
+    """Lightning's ThroughputMonitor logs tokens/s and, given a peak, MFU; the progress lines show them."""
+    config = write_config(tmp_path, digits_tokenized, "tput", max_steps=5, val_check_interval=1000)
+    args = ["--config", str(config), "--throughput.window", "2", "--throughput.peak_flops", "1e12"]
+    assert fit_main(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert "tokens/s" in lines[-1] and "MFU" in lines[-1]
+    metrics = (next((tmp_path / "tput" / "csv").iterdir()) / "metrics.csv").read_text().splitlines()
+    rows = [r for r in csv.DictReader(metrics) if r.get("train/device/mfu")]
+    assert len(rows) >= 3
+    for r in rows:
+        assert float(r["train/device/items_per_sec"]) > 0
+        mfu, flops = float(r["train/device/mfu"]), float(r["train/device/flops_per_sec"])
+        assert mfu == pytest.approx(flops / 1e12)
+
+
+def test_flops_per_token_counts_every_matrix_product():
+    from audiollm.model import PRESETS, ModelConfig
+    from audiollm.train.module import LitAudioLM, flops_per_token
+    from audiollm.vocab import Vocab
+
+    vocab = Vocab(text_size=64, num_codebooks=2, codebook_size=16)
+    lit = LitAudioLM(vocab=vocab.to_dict(), preset="debug")
+    config = ModelConfig(vocab=vocab, **PRESETS["debug"])
+    d, L, V, KC = config.d_model, config.n_layer, vocab.text_vocab_size, 2 * vocab.audio_card
+    per_block = 4 * d * d + 3 * d * config.ff_dim  # q, k, v, out; SwiGLU's gate, up, down
+    assert lit.matmul_params == L * per_block + d * V + d * KC
+    assert flops_per_token(config, lit.matmul_params, 96) == 6 * lit.matmul_params + 12 * L * d * 96

@@ -6,7 +6,7 @@ whole of training. `ProgressLog` prints one line every few steps instead:
     step 120/1500 | train/loss 4.213 | valid/loss 4.402 | 8,410 tokens/s | MFU 41.3% | 2m31s elapsed | ~14m left
 
 The LM's throughput is measured by Lightning's `ThroughputMonitor` (`throughput_monitor`), which also logs
-it (`train|device/items_per_sec`: token positions per second and device; `train|device/mfu` where the
+it (`train/device/items_per_sec`: token positions per second and device; `train/device/mfu` where the
 device's peak FLOPs are known); the line shows those figures. Other recipes report `progress_count`.
 """
 
@@ -25,7 +25,7 @@ SHOWN = ("train/loss", "valid/loss")
 """metrics a progress line shows when the module logs them"""
 
 
-TOKENS_PER_SEC, MFU = "train|device/items_per_sec", "train|device/mfu"
+TOKENS_PER_SEC, MFU = "train/device/items_per_sec", "train/device/mfu"
 """the ThroughputMonitor metrics a progress line shows (per device)"""
 
 
