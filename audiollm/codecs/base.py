@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from audiollm.audio import conform
+
+
+@contextmanager
+def quiet_weight_norm() -> Iterator[None]:
+    """Build modules of the `encodec` (or `vocos`) package without torch's FutureWarning that
+    `torch.nn.utils.weight_norm` is deprecated, printed by every command that made a codec.
+
+    Their convolutions call it; the parametrised replacement renames the weights (weight_g/weight_v), which
+    the published checkpoints and ours hold, so the call stays and only this one warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
+        yield
 
 
 class CodecError(RuntimeError):

@@ -18,7 +18,7 @@ import torch
 from encodec import EncodecModel
 from safetensors.torch import load_file, save_file
 
-from audiollm.codecs.base import CodecError, check_codes, prepare_input, rvq_vectors
+from audiollm.codecs.base import CodecError, check_codes, prepare_input, quiet_weight_norm, rvq_vectors
 
 ENV_CHECKPOINT = "AUDIOLLM_ENCODEC_CHECKPOINT"
 # Codes carry no gain for the 48 kHz model (it normalises loudness before encoding):
@@ -123,7 +123,8 @@ class EncodecCodec:
         if name not in VARIANTS:
             raise CodecError(f"unknown EnCodec variant '{name}'; known: {', '.join(VARIANTS)}")
         path = resolve_checkpoint(name, checkpoint, download)
-        model = VARIANTS[name].build(pretrained=False)
+        with quiet_weight_norm():
+            model = VARIANTS[name].build(pretrained=False)
         _load_weights(model, load_state_dict(path), path)
         return cls(name, model, bandwidth, device)
 
@@ -135,7 +136,8 @@ class EncodecCodec:
         name = config.get("name")
         if name not in VARIANTS:
             raise CodecError(f"{directory / 'config.json'}: field 'name' must be one of {list(VARIANTS)}")
-        model = VARIANTS[name].build(pretrained=False)
+        with quiet_weight_norm():
+            model = VARIANTS[name].build(pretrained=False)
         path = directory / "model.safetensors"
         _load_weights(model, load_state_dict(path), path)
         return cls(name, model, config.get("bandwidth") if bandwidth is None else bandwidth, device)

@@ -28,7 +28,7 @@ from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
-from audiollm.codecs.base import CodecError, check_codes, prepare_input, rvq_vectors
+from audiollm.codecs.base import CodecError, check_codes, prepare_input, quiet_weight_norm, rvq_vectors
 from audiollm.codecs.rvq import init_codebook_
 
 CONFIG_FILE = "config.json"
@@ -147,8 +147,9 @@ class NativeCodec(nn.Module):
             raise CodecError(f"decoder must be one of {DECODERS}, got {config.decoder!r}")
         if config.decoder == "istft" and config.channels != 1:
             raise CodecError(f"the istft decoder makes mono audio; got channels={config.channels}")
-        self.encoder = SEANetEncoder(**seanet)
-        self.decoder = SEANetDecoder(**seanet) if config.decoder == "seanet" else ISTFTDecoder(config)
+        with quiet_weight_norm():
+            self.encoder = SEANetEncoder(**seanet)
+            self.decoder = SEANetDecoder(**seanet) if config.decoder == "seanet" else ISTFTDecoder(config)
         self.norm = (
             nn.BatchNorm1d(config.dimension, affine=False, momentum=0.01)
             if config.latent_norm

@@ -19,6 +19,7 @@ from vocos.discriminators import DiscriminatorR
 
 from audiollm import audio
 from audiollm.codecs import losses
+from audiollm.codecs.base import quiet_weight_norm
 from audiollm.codecs.native import NativeCodec, NativeCodecConfig
 from audiollm.data.manifest import Record, read_manifest
 
@@ -60,10 +61,13 @@ class Discriminator(nn.Module):
         if kind not in DISCRIMINATORS[1:]:
             raise ValueError(f"model.discriminator must be one of {DISCRIMINATORS}, got {kind!r}")
         self.kind = kind
-        if kind == "msstft":
-            self.net = MultiScaleSTFTDiscriminator(filters, in_channels=channels)
-        else:
-            self.net = nn.ModuleList(DiscriminatorR(window_length=w, channels=filters) for w in MRD_WINDOWS)
+        with quiet_weight_norm():
+            if kind == "msstft":
+                self.net = MultiScaleSTFTDiscriminator(filters, in_channels=channels)
+            else:
+                self.net = nn.ModuleList(
+                    DiscriminatorR(window_length=w, channels=filters) for w in MRD_WINDOWS
+                )
 
     def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
         if self.kind == "msstft":
