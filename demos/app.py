@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -33,8 +34,12 @@ EXAMPLE_CLIPS = (  # under SHARED_DATA; those present prefill the Transcribe tab
 )
 MAX_UPLOAD_SECONDS = 30.0  # longer uploads are refused with a message
 MAX_FILE_SIZE = "10mb"  # Gradio refuses larger uploads before they reach a handler
-CONCURRENCY = 1  # requests run at a time (one model, shared); the rest wait in the queue
+CONCURRENCY = 1  # requests run at a time over all endpoints (one model, shared); the rest wait in the queue
+MODEL = "model"  # the concurrency group every endpoint that runs the model belongs to
 QUEUE_SIZE = 32  # waiting requests beyond this are told the queue is full
+TEMP_FILE_SECONDS = 600  # Gradio's files (uploads, results) are deleted this old, and all of them at shutdown
+MAX_COMPOSE_SECONDS = 60.0  # the longest composed track
+MAX_COMPOSE_ELEMENTS = 16
 
 
 def _readable(fn: Callable) -> Callable:
@@ -45,12 +50,21 @@ def _readable(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except audio.AudioError as e:  # name the upload, not Gradio's temporary path
-            raise gr.Error(f"{Path(e.path).name}: {e.problem}", print_exception=False) from None
+        except audio.AudioError as e:  # name the upload, not Gradio's temporary path (nor in the problem)
+            name = Path(e.path).name
+            raise gr.Error(f"{name}: {e.problem.replace(e.path, name)}", print_exception=False) from None
         except (ValueError, OSError, RuntimeError) as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise gr.Error(_without_server_paths(str(e)), print_exception=False) from None
 
     return wrapper
+
+
+def _without_server_paths(message: str) -> str:
+    """`message` with every path under Gradio's upload folder or the temporary folder cut to its file name."""
+    roots = {gr.utils.get_upload_folder(), tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve())}
+    for root in sorted(roots, key=len, reverse=True):
+        message = re.sub(re.escape(root) + r"/(?:[^/\s'\"]+/)*", "", message)
+    return message
 
 
 def _upload(path: str | None, what: str) -> str:
@@ -148,8 +162,10 @@ class Demo:
             request = composition.plan(prompt)
         else:
             request = _script(script)
+        if len(request.elements) > MAX_COMPOSE_ELEMENTS:
+            raise ValueError(f"the script has {len(request.elements)} elements; this demo composes at most {MAX_COMPOSE_ELEMENTS}")  # fmt: skip
         progress(0.0, desc=f"composing {len(request.elements)} elements")
-        piece = composition.compose(request, self.lm, _seed(seed))
+        piece = composition.compose(request, self.lm, _seed(seed), max_seconds=MAX_COMPOSE_SECONDS)
         with tempfile.TemporaryDirectory() as tmp, Image.open(piece.timeline(Path(tmp) / "t.png")) as png:
             picture = png.copy()
         return _playable(piece.audio, piece.sample_rate), picture, piece.script.to_dict()
@@ -215,7 +231,7 @@ def _transcribe_tab(demo: Demo, examples: list[Path]) -> None:
     status = gr.Markdown(elem_id="transcript-status")
     if examples:
         gr.Examples([[str(p)] for p in examples], inputs=clip, api_visibility="private")
-    done = button.click(demo.transcribe, clip, text, api_name="transcribe")
+    done = button.click(demo.transcribe, clip, text, api_name="transcribe", concurrency_id=MODEL)
     done.success(_describe_transcript, [clip, text], status, api_visibility="private")
 
 
@@ -236,7 +252,7 @@ def _speak_tab(demo: Demo) -> None:
         seed = gr.Number(0, precision=0, label="Seed")
     button = gr.Button("Speak", variant="primary")
     speech = gr.Audio(label="Speech", type="numpy", interactive=False)
-    button.click(demo.speak, [text, voice, max_seconds, seed], speech, api_name="speak")
+    button.click(demo.speak, [text, voice, max_seconds, seed], speech, api_name="speak", concurrency_id=MODEL)
 
 
 def _music_tab(demo: Demo) -> None:
@@ -250,8 +266,8 @@ def _music_tab(demo: Demo) -> None:
         music = gr.Button("Make music", variant="primary")
         sfx = gr.Button("Make a sound effect", variant="primary")
     out = gr.Audio(label="Audio", type="numpy", interactive=False)
-    music.click(demo.music, [caption, duration, guidance, seed], out, api_name="music")
-    sfx.click(demo.sfx, [caption, duration, guidance, seed], out, api_name="sfx")
+    music.click(demo.music, [caption, duration, guidance, seed], out, api_name="music", concurrency_id=MODEL)
+    sfx.click(demo.sfx, [caption, duration, guidance, seed], out, api_name="sfx", concurrency_id=MODEL)
 
 
 def _compose_tab(demo: Demo) -> None:
@@ -265,8 +281,9 @@ def _compose_tab(demo: Demo) -> None:
     timeline = gr.Image(label="Timeline", type="pil", interactive=False)
     resolved = gr.JSON(label="Resolved script")
     button.click(
-        demo.compose, [source, prompt, script, seed], [track, timeline, resolved], api_name="compose"
-    )
+        demo.compose, [source, prompt, script, seed], [track, timeline, resolved], api_name="compose",
+        concurrency_id=MODEL,
+    )  # fmt: skip
 
 
 def build_app(model: AudioLM | str | Path = "tiny", device: str | None = None) -> gr.Blocks:
@@ -274,7 +291,8 @@ def build_app(model: AudioLM | str | Path = "tiny", device: str | None = None) -
     lm = model if isinstance(model, AudioLM) else load_model(model, device)
     demo = Demo(lm)
     examples = [SHARED_DATA / p for p in EXAMPLE_CLIPS if (SHARED_DATA / p).is_file()]
-    with gr.Blocks(title="audiollm", analytics_enabled=False) as app:
+    temp_files = (TEMP_FILE_SECONDS, TEMP_FILE_SECONDS)  # (how often, how old), seconds; all at shutdown
+    with gr.Blocks(title="audiollm", analytics_enabled=False, delete_cache=temp_files) as app:
         gr.Markdown(f"# audiollm\nModel: `{lm.name or 'in memory'}`, trained for {', '.join(lm.tasks)}.")
         with gr.Tab("Transcribe"):
             _transcribe_tab(demo, examples)
@@ -305,7 +323,7 @@ def serve(
     device: str | None = None,
     block: bool = True,
 ) -> gr.Blocks:
-    """Build the app, queue it (CONCURRENCY at a time) and launch it on host:port. block=False returns at
+    """Build the app, queue it (CONCURRENCY at a time over all endpoints) and launch it on host:port. block=False returns at
     once with the server running in a thread (stop it with `app.close()`); its address is `app.local_url`."""
     app = build_app(model, device)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)

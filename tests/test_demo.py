@@ -2,8 +2,10 @@
 loopback port, readable errors, the About tab, `audiollm demo` without a model, and a headless Chromium
 session that transcribes an example in the page."""
 
+import contextlib
 import json
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +106,7 @@ def test_errors_are_readable_messages(client, lm, tmp_path):
         with pytest.raises(AppError) as info:
             client.predict(*args, api_name=endpoint)
         assert message in str(info.value) and "Traceback" not in str(info.value)
+        assert "/" not in str(info.value), f"no server path in the message: {info.value}"
 
 
 SCRIPT = {
@@ -132,6 +135,14 @@ def test_compose_endpoint_mixes_a_script(client, lm, tmp_path):
         (
             ("script", "", json.dumps(SCRIPT | {"voices": {"v": {"prompt": "/nonexistent.wav"}}}), 0),
             "voice prompts",
+        ),
+        (
+            ("script", "", json.dumps(SCRIPT | {"elements": SCRIPT["elements"][1:] * 9}), 0),
+            "the script has 18 elements; this demo composes at most 16",
+        ),
+        (
+            ("script", "", json.dumps(SCRIPT | {"elements": [SCRIPT["elements"][2] | {"duration": 100}]}), 0),
+            "the track would last 100.1 s; the limit is 60 s",
         ),
     ]
     for args, message in errors:
@@ -190,3 +201,63 @@ def test_browser_transcribes_an_example(served, lm, shared_data, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 0
+
+
+def test_every_model_endpoint_waits_in_one_queue(lm):
+    """One concurrency group for all endpoints: a music request waits while a transcription runs."""
+    app = demo_app.build_app(lm)
+    app.queue(default_concurrency_limit=demo_app.CONCURRENCY)
+    model_fns = {fn.api_name: fn for fn in app.fns.values() if fn.api_name in demo_app_endpoints()}
+    assert set(model_fns) == set(demo_app_endpoints())
+    assert {fn.concurrency_id for fn in model_fns.values()} == {demo_app.MODEL}
+    assert {fn.concurrency_limit for fn in model_fns.values()} <= {1, "default"}
+
+
+def demo_app_endpoints() -> tuple[str, ...]:
+    return ("transcribe", "speak", "music", "sfx", "compose")
+
+
+@pytest.mark.slow
+def test_requests_to_different_endpoints_never_overlap(client, lm, shared_data, monkeypatch):
+    running, most = [0], [0]
+    lock = threading.Lock()
+    for name in ("transcribe", "generate_music", "generate_sfx"):
+        original = getattr(lm, name)
+
+        def counted(*args, _original=original, **kwargs):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        monkeypatch.setattr(lm, name, counted)
+    clip = handle_file(str(shared_data / EXAMPLE))
+    jobs = [client.submit(clip, api_name="/transcribe") for _ in range(2)]
+    jobs += [
+        client.submit("a voice says two", 0.5, 3.0, s, api_name=n) for s in (0, 1) for n in ("/music", "/sfx")
+    ]
+    for job in jobs:
+        with contextlib.suppress(AppError):  # the barely trained model may make no audio; it still ran
+            job.result()
+    assert most[0] == 1, "one request at a time, whichever endpoint"
+
+
+@pytest.mark.slow
+def test_no_temporary_files_are_left_after_shutdown(lm, shared_data, tmp_path, monkeypatch):
+    temp = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp))
+    monkeypatch.setenv("AUDIOLLM_CACHE", str(tmp_path / "cache"))
+    app = demo_app.serve(lm, port=free_port(), block=False)
+    try:
+        client = Client(app.local_url, verbose=False)
+        client.predict(handle_file(str(shared_data / EXAMPLE)), api_name="/transcribe")
+        seed = seeds(lambda s: lm.generate_sfx("a voice says two", 0.5, 3.0, s))[True]
+        client.predict("a voice says two", 0.5, 3.0, seed, api_name="/sfx")
+        assert [p for p in temp.rglob("*") if p.is_file()], "the requests made files"
+    finally:
+        app.close()
+    assert [p for p in temp.rglob("*") if p.is_file()] == []
