@@ -269,6 +269,8 @@ def test_remote_checkpoint_is_refused(tmp_path, digits_tokenized, capsys, monkey
     [
         (["--model.preset", "huge"], "unknown preset 'huge'"),
         (["--data.tokenizer", "/nonexistent/spm"], "/nonexistent/spm"),
+        (["--trainer.max_steps", "abc"], 'Parser key "trainer.max_steps": Expected a'),
+        (["--model.nonexistent", "3"], "unrecognized arguments: --model.nonexistent 3"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, digits_tokenized, capsys, override, problem):

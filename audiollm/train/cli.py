@@ -15,6 +15,7 @@ import io
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import torch
@@ -99,6 +100,7 @@ class FitCLI(LightningCLI):
             args=args,
             run=False,
             save_config_callback=None,
+            parser_kwargs={"exit_on_error": False},  # fit_main prints the error in one line
             trainer_defaults={"callbacks": [cb() for cb in callbacks]},
         )
 
@@ -217,8 +219,10 @@ def fit_main(argv: list[str]) -> int:
         if dirpath is not None and cli.trainer.is_global_zero:
             writable_folder(Path(dirpath))
         ckpt_path = resume_path(cli.config.ckpt_path, dirpath)
-    except (FitError, ValueError, TypeError, OSError) as e:
-        print(f"audiollm fit: error: {e}", file=sys.stderr)
+    except (FitError, ValueError, TypeError, OSError, ArgumentError) as e:
+        print(
+            "audiollm fit: error:", " ".join(str(e).split()), file=sys.stderr
+        )  # one line, even jsonargparse's
         return 1
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
