@@ -307,7 +307,8 @@ def _quickstart(args: argparse.Namespace) -> int:
         # a loss every 10 steps (every step of a very short run), so the report can draw its curve
         "--trainer.log_every_n_steps": str(max(1, min(10, args.max_steps // 2))),
     }  # fmt: skip
-    fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)])
+    if fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)]) != 0:
+        raise RuntimeError("training the LM failed (the error is above)")
     return _quickstart_report(out, splits, AudioLM.from_pretrained(out / "model"), args.eval_limit)
 
 
@@ -329,7 +330,9 @@ def _quickstart_codec(args: argparse.Namespace, out: Path, speech: list[Path]) -
             "--trainer.default_root_dir": str(root), "--checkpoint.dirpath": str(root / "checkpoints"),
             "--trainer.max_time": f"00:00:{args.codec_minutes:02d}:00",
         }  # fmt: skip
-        fit_main(["--config", "recipes/codec/config.yaml", *(x for kv in overrides.items() for x in kv)])
+        argv = ["--config", "recipes/codec/config.yaml", *(x for kv in overrides.items() for x in kv)]
+        if fit_main(argv) != 0:
+            raise RuntimeError("training the codec failed (the error is above)")
     return str(root / "checkpoints" / "codec")
 
 
