@@ -8,6 +8,7 @@ wav, sr = lm.generate_music("calm piano, slow", duration=8.0, guidance_scale=3.0
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import torch
 
 from audiollm import audio, patterns, tasks
 from audiollm import quantize as quantization
+from audiollm import speculative as speculation
 from audiollm.codecs import Codec, load_codec
 from audiollm.generate import Prompt, Sampling, Template, generate
 from audiollm.model import AudioLanguageModel
@@ -89,6 +91,7 @@ class AudioLM:
         self.max_len = self.template.get("max_len", 1024)
         self.tasks = config.get("tasks", list(tasks.TASKS))
         self.device = next(model.parameters()).device
+        self.decode = generate  # audiollm.generate.generate, or speculative decoding (from_pretrained)
 
     @classmethod
     def from_pretrained(
@@ -97,9 +100,11 @@ class AudioLM:
         device: str | None = None,
         dtype: str | None = None,
         quantize: str | None = None,
+        speculative: bool = False,
     ):
         """Load a shipped model by name (see `PRETRAINED`) or a checkpoint directory; `quantize="int8"`
-        stores its Linear weights as int8 with per-output-channel scales (`audiollm.quantize`)."""
+        stores its Linear weights as int8 with per-output-channel scales (`audiollm.quantize`);
+        `speculative=True` decodes speculatively with its own first layers as the draft (`audiollm.speculative`)."""
         if quantize is not None:
             quantization.check_scheme(quantize)
         name = str(name_or_dir)
@@ -121,7 +126,10 @@ class AudioLM:
         ref = config["codec"]
         codec_name = directory / ref["codec"] if (directory / str(ref["codec"])).is_dir() else ref["codec"]
         options = {"device": str(dev)} | ({"bandwidth": ref["bandwidth"]} if ref.get("bandwidth") else {})
-        return cls(model, tokenizer, load_codec(codec_name, **options), config, name)
+        lm = cls(model, tokenizer, load_codec(codec_name, **options), config, name)
+        if speculative:
+            lm.decode = functools.partial(speculation.generate, draft=speculation.early_exit(model))
+        return lm
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _require(self, task: str) -> None:
@@ -166,7 +174,7 @@ class AudioLM:
             raise ValueError(
                 f"the prompt leaves no room for audio within the model's {self.max_len} positions"
             )
-        out = generate(
+        out = self.decode(
             self.model, prompts, template=kwargs.pop("template", Template(start="audio")),
             sampling=kwargs.pop("sampling", Sampling(temperature=1.0, top_k=50)), max_new_tokens=steps,
             pattern=self.pattern, generator=generator, **kwargs,
@@ -207,7 +215,7 @@ class AudioLM:
             group = pieces[start : start + batch_size]
             prompts = [tasks.asr(self.vocab, self.pattern, c, None).prompt() for _, c in group]
             room = self.max_len - max(len(p.text) for p in prompts)
-            out = generate(self.model, prompts, template=Template(start="text"), sampling=Sampling(temperature=0),
+            out = self.decode(self.model, prompts, template=Template(start="text"), sampling=Sampling(temperature=0),
                            max_new_tokens=max(1, min(room, self.max_len // 4)), pattern=self.pattern)  # fmt: skip
             for b, (i, _) in enumerate(group):
                 ids = [t for t in out.row_text(b) if t < self.vocab.text_size]
@@ -300,7 +308,7 @@ class AudioLM:
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         new = round(duration * self.codec.frame_rate)
         room = self.max_len - len(prompt.text)
-        out = generate(self.model, [prompt], template=template, sampling=Sampling(temperature=1.0, top_k=50),
+        out = self.decode(self.model, [prompt], template=template, sampling=Sampling(temperature=1.0, top_k=50),
                        max_new_tokens=max(1, min(room, new + self.vocab.num_codebooks)), pattern=self.pattern,
                        generator=generator)  # fmt: skip
         n = int(out.lengths[0])

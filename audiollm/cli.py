@@ -148,12 +148,19 @@ def _fast_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize", default=None, help="int8: int8 weight-only Linear layers (audiollm.quantize)"
     )
+    p.add_argument(
+        "--speculative",
+        action="store_true",
+        help="speculative decoding, drafting with the model's first layers",
+    )
 
 
 def _transcribe(args: argparse.Namespace) -> int:
     from audiollm.api import AudioLM
 
-    lm = AudioLM.from_pretrained(args.model, device=args.device, quantize=args.quantize)
+    lm = AudioLM.from_pretrained(
+        args.model, device=args.device, quantize=args.quantize, speculative=args.speculative
+    )
     texts = lm.transcribe(list(args.files), skip_errors=True)  # a bad file is reported, the rest transcribed
     for path, text in zip(args.files, texts, strict=True):
         if isinstance(text, Exception):
@@ -179,7 +186,9 @@ def _generate(args: argparse.Namespace) -> int:
     from audiollm.api import AudioLM
 
     _check_output(args.output)
-    lm = AudioLM.from_pretrained(args.model, device=args.device, quantize=args.quantize)
+    lm = AudioLM.from_pretrained(
+        args.model, device=args.device, quantize=args.quantize, speculative=args.speculative
+    )
     if args.command == "tts":
         wav, sr = lm.synthesize(
             args.input, voice_prompt=args.voice_prompt, max_seconds=args.max_seconds, seed=args.seed

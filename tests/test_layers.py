@@ -10,8 +10,8 @@ PKG = Path(__file__).resolve().parents[1] / "audiollm"
 # Module (dotted, relative to audiollm) -> layer. A package entry covers all its submodules.
 LAYERS = {
     "audio": 0, "vocab": 0,
-    "text": 1, "codecs": 1, "patterns": 1, "model": 1,
-    "generate": 2, "convert": 2, "tasks": 2, "data": 2,
+    "text": 1, "codecs": 1, "patterns": 1, "model": 1, "quantize": 1,
+    "generate": 2, "speculative": 2, "convert": 2, "tasks": 2, "data": 2,
     "train": 3, "api": 3, "eval": 3,
     "compose": 4, "serve": 4, "cli": 4,
 }  # fmt: skip
