@@ -7,7 +7,6 @@ import torch
 
 from audiollm import audio
 from audiollm.audio import AudioError
-from tests.conftest import write_tone
 
 
 @pytest.mark.parametrize(
@@ -34,11 +33,17 @@ def test_load_every_format(tmp_path, suffix, fmt, subtype):
 
 
 def test_channels_and_resample(tmp_path):
-    path = write_tone(tmp_path / "stereo.wav", seconds=0.5, sample_rate=22050, channels=2)
+    path = tmp_path / "stereo.wav"  # two different channels, so that a downmix bug shows
+    t = np.arange(11025) / 22050
+    sf.write(
+        str(path), np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 660 * t)], 1), 22050
+    )
     wav, sr = audio.load(path)
-    assert wav.shape == (2, 11025) and sr == 22050
+    assert wav.shape == (2, 11025) and sr == 22050 and not torch.allclose(wav[0], wav[1])
+    assert torch.allclose(audio.load(path, channels=1)[0][0], wav.mean(0)), "mono is the mean of the channels"
     mono, sr = audio.load(path, sample_rate=16000, channels=1)
     assert mono.shape == (1, 8000) and sr == 16000
+    assert torch.allclose(mono, audio.resample(wav.mean(0, keepdim=True), 22050, 16000), atol=1e-6)
     assert audio.to_channels(mono, 2).shape == (2, 8000)
     assert audio.resample(torch.zeros(1, 0), 24000, 16000).shape == (1, 0)  # e.g. a TTS that stopped at once
 

@@ -53,6 +53,7 @@ def test_no_sample_exceeds_the_ceiling_even_when_elements_are_loud():
     )
     assert 20 * np.log10(np.abs(independent).max()) <= -1.0 + 0.01, "4x band-limited peak, scipy's FFT"
     assert np.abs(track).max() > 0.8 * ceiling, "the limiter holds peaks at the ceiling, not far below"
+    assert 20 * np.log10(true_peaks(track).max()) > -1.1, "the true peak reaches the ceiling (0.1 dB)"
     quiet = mix([Clip(tone(440, 1.0), SR, 0.0, 1.0, -20.0)], SR)
     assert loudness(quiet, SR) == pytest.approx(-20.0, abs=0.1), "quiet mixes pass through the limiter"
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from audiollm.data.dataset import TaskData, TemplateOptions, collate
-from audiollm.data.mixture import Source
+from audiollm.data.mixture import Source, Stream
 from audiollm.data.sampler import BatchPlan, BatchStream, plan_epoch
 from audiollm.tasks import TASKS
 from audiollm.text import SentencePieceTokenizer
@@ -68,11 +68,39 @@ def test_order_is_a_pure_function_of_seed_epoch_step(data):
 
 
 def test_ranks_read_disjoint_batches(data):
+    """What each rank's stream yields (its own batch() and iteration), against one process's stream: rank r
+    reads global batches r, r + 2, ...; together they read every batch once."""
     plan = BatchPlan(token_budget=256, window=32, seed=3)
     ranks = [BatchStream(data, plan, rank=r, world=2) for r in range(2)]
+    alone = BatchStream(data, plan)
     n = len(plan_epoch(data, plan, 0)) // 2
-    got = [{tuple(map(tuple, ranks[r].global_batch(i * 2 + r))) for i in range(n)} for r in range(2)]
-    assert not got[0] & got[1]
+    for r, stream in enumerate(ranks):
+        batches = iter(stream)
+        for i in range(n):
+            got = next(batches) if i < 3 else stream.batch(i)
+            for key, value in alone.batch(2 * i + r).items():
+                assert torch.equal(got[key], value), (r, i, key)
+    texts = [{ranks[r].batch(i)["text"].numpy().tobytes() for i in range(n)} for r in range(2)]
+    assert not texts[0] & texts[1] and len(texts[0]) == len(texts[1]) == n
+
+
+class EqualLengths:
+    """Stand-in TaskData for plan_epoch: `n` records of one stream, every example `length` positions."""
+
+    def __init__(self, n: int, length: int):
+        self.streams = [Stream(0, "asr", np.arange(n), 1.0)]
+        self.n, self.len = n, length
+
+    def length(self, source: int, task: str, record: int) -> int:
+        return self.len
+
+
+def test_a_batch_that_exactly_fits_the_budget_is_kept_whole():
+    for rows in (1, 3, 4):
+        epoch = plan_epoch(EqualLengths(24, 16), BatchPlan(token_budget=16 * rows, window=24), 0)
+        assert [len(b) for b in epoch] == [rows] * (24 // rows), f"{rows} rows x 16 = the budget: one batch"
+    epoch = plan_epoch(EqualLengths(24, 16), BatchPlan(token_budget=16 * 4 - 1, window=24), 0)
+    assert {len(b) for b in epoch} == {3}, "one token short: a row fewer"
 
 
 def test_workers_keep_the_order(data):

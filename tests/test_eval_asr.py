@@ -19,6 +19,8 @@ def digit_records(shared_data, names):
         ("3.5 kg, 1,000 dogs at 10:30.", "3.5 kg 1,000 dogs at 10:30"),
         ("Twenty-one (21) \t snake_case", "twenty one 21 snake case"),
         ("  ", ""),
+        ("Ｔｈｒｅｅ ﬁve", "three five"),  # NFKC: full-width letters and the fi ligature are plain letters
+        ("①, ²", "1 2"),
     ],
 )
 def test_normalize_follows_its_documented_rules(text, expected):
@@ -33,6 +35,7 @@ def test_error_rates_match_a_hand_count():
     assert rates["cer"] == pytest.approx(5 / 21)  # "a"->"i"; "the " deleted (4 characters)
     assert error_rates(refs, ["THE CAT, SAT!", "on the mat."]) == {"wer": 0.0, "cer": 0.0, "words": 6}
     assert error_rates(["three"], ["3"])["wer"] == 1.0, "numbers are not spelled out"
+    assert error_rates(["café five"], ["cafe\u0301 ﬁve"])["wer"] == 0.0, "one text, two Unicode spellings"
 
 
 def test_evaluate_asr_scores_the_model_transcripts(lm, shared_data):

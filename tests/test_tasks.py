@@ -76,3 +76,111 @@ def test_crop_is_seeded():
     b = tasks.crop(codes, 5, np.random.default_rng(1))
     assert torch.equal(a, b) and a.shape == (1, 5)
     assert torch.equal(tasks.crop(codes, 50, np.random.default_rng(0)), codes)
+
+
+def layout(seq: tasks.Sequence) -> list[str]:
+    """A sequence as token names, each run of audio steps as 'audio*n' (n pattern steps)."""
+    text, _, is_audio, _ = seq.positions()
+    out: list[str] = []
+    for t, a in zip(text.tolist(), is_audio.tolist(), strict=True):
+        if a and out and out[-1].startswith("audio*"):
+            out[-1] = f"audio*{int(out[-1][6:]) + 1}"
+        else:
+            out.append("audio*1" if a else V.token_name(t))
+    return out
+
+
+def test_every_template_has_its_exact_token_layout():
+    """The layouts of DESIGN.md, pinned: a swapped or missing marker changes what the shipped model reads."""
+    codes, voice = torch.randint(0, 16, (3, 2)), torch.randint(0, 16, (3, 3))  # delay, K=3: T + 2 steps
+    assert layout(tasks.asr(V, "delay", codes, [3, 4])) == [
+        "<bos>",
+        "<asr>",
+        "<audio>",
+        "audio*4",
+        "<text>",
+        "text:3",
+        "text:4",
+        "<eos>",
+    ]
+    assert layout(tasks.asr(V, "delay", codes, None)) == ["<bos>", "<asr>", "<audio>", "audio*4", "<text>"]
+    assert layout(tasks.tts(V, "delay", [7, 8], codes)) == [
+        "<bos>",
+        "<tts>",
+        "<text>",
+        "text:7",
+        "text:8",
+        "<audio>",
+        "audio*4",
+        "<eos>",
+    ]
+    assert layout(tasks.tts(V, "delay", [7, 8], codes, prompt=voice)) == [
+        "<bos>",
+        "<tts>",
+        "<text>",
+        "text:7",
+        "text:8",
+        "<prompt>",
+        "audio*5",
+        "<audio>",
+        "audio*4",
+        "<eos>",
+    ]
+    assert layout(tasks.tts(V, "delay", [7], None, prompt=voice)) == [
+        "<bos>",
+        "<tts>",
+        "<text>",
+        "text:7",
+        "<prompt>",
+        "audio*5",
+        "<audio>",
+    ]
+    for task in ("music", "sfx"):
+        assert layout(tasks.captioned(V, "delay", task, [9], codes)) == [
+            "<bos>",
+            f"<{task}>",
+            "<text>",
+            "text:9",
+            "<audio>",
+            "audio*4",
+            "<eos>",
+        ]
+        assert layout(tasks.captioned(V, "delay", task, [], None)) == [
+            "<bos>",
+            f"<{task}>",
+            "<text>",
+            "<audio>",
+        ]
+    assert layout(tasks.continuation(V, "delay", codes)) == [
+        "<bos>",
+        "<continue>",
+        "<audio>",
+        "audio*4",
+        "<eos>",
+    ]
+    prompt, _ = tasks.continuation_prompt(V, "delay", codes)
+    assert [
+        V.token_name(int(t)) if not a else "a" for t, a in zip(prompt.text, prompt.is_audio, strict=True)
+    ] == ["<bos>", "<continue>", "<audio>", "a", "a"]  # cut where frame 2 would begin
+    assert layout(tasks.tts(V, "flatten", [7], codes, prompt=voice)) == [
+        "<bos>",
+        "<tts>",
+        "<text>",
+        "text:7",
+        "<prompt>",
+        "audio*9",
+        "<audio>",
+        "audio*6",
+        "<eos>",
+    ]
+    assert layout(tasks.tts(V, "parallel", [7], codes, prompt=voice)) == [
+        "<bos>",
+        "<tts>",
+        "<text>",
+        "text:7",
+        "<prompt>",
+        "audio*3",
+        "<audio>",
+        "audio*2",
+        "<eos>",
+    ]
