@@ -127,9 +127,13 @@ class AudioLM:
         codec_name = directory / ref["codec"] if (directory / str(ref["codec"])).is_dir() else ref["codec"]
         options = {"device": str(dev)} | ({"bandwidth": ref["bandwidth"]} if ref.get("bandwidth") else {})
         lm = cls(model, tokenizer, load_codec(codec_name, **options), config, name)
-        if speculative:
-            lm.decode = functools.partial(speculation.generate, draft=speculation.early_exit(model))
+        lm.set_speculative(speculative)
         return lm
+
+    def set_speculative(self, on: bool = True) -> None:
+        """Decode speculatively, the model's first layers drafting (`audiollm.speculative`), or plainly."""
+        draft = speculation.early_exit(self.model) if on else None
+        self.decode = generate if draft is None else functools.partial(speculation.generate, draft=draft)
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _require(self, task: str) -> None:

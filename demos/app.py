@@ -99,6 +99,11 @@ class Demo:
     def __init__(self, lm: AudioLM):
         self.lm = lm
 
+    def speculative(self, on: bool) -> str:
+        """Switch speculative decoding (greedy output unchanged, sampling the same distribution) on or off."""
+        self.lm.set_speculative(on)
+        return "speculative decoding on: the model's first layers draft" if on else "plain decoding"
+
     @_readable
     def transcribe(self, clip: str | None) -> str:
         """Speech -> text. clip: path of an uploaded or recorded audio file."""
@@ -294,6 +299,10 @@ def build_app(model: AudioLM | str | Path = "tiny", device: str | None = None) -
     temp_files = (TEMP_FILE_SECONDS, TEMP_FILE_SECONDS)  # (how often, how old), seconds; all at shutdown
     with gr.Blocks(title="audiollm", analytics_enabled=False, delete_cache=temp_files) as app:
         gr.Markdown(f"# audiollm\nModel: `{lm.name or 'in memory'}`, trained for {', '.join(lm.tasks)}.")
+        with gr.Row():
+            fast = gr.Checkbox(False, label="Speculative decoding")
+            mode = gr.Markdown("plain decoding")
+        fast.change(demo.speculative, fast, mode, api_name="speculative", concurrency_id=MODEL)
         with gr.Tab("Transcribe"):
             _transcribe_tab(demo, examples)
         with gr.Tab("Speak"):

@@ -175,3 +175,22 @@ def test_bad_drafts_are_refused():
         speculative.early_exit(_model(n_layer=1))
     with pytest.raises(ValueError, match=r"layers must be in \[1, 4\)"):
         speculative.early_exit(model, 4)
+
+
+def test_cli_flag_and_demo_switch_on_tiny(shared_data, capsys):
+    """`--speculative` transcribes as plain decoding does (greedy); the demo's switch turns it on and off."""
+    from audiollm import AudioLM
+    from audiollm.cli import main
+    from demos.app import Demo
+
+    clip = shared_data / "fsdd_spoken_digits" / "recordings" / "4_theo_40.wav"
+    assert main(["transcribe", str(clip)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["transcribe", str(clip), "--speculative", "--quantize", "int8"]) == 0
+    assert main(["transcribe", str(clip), "--speculative"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == plain.strip()
+    demo = Demo(AudioLM.from_pretrained("tiny"))
+    assert "on" in demo.speculative(True) and demo.lm.decode is not generate
+    assert demo.lm.transcribe(clip) == plain.strip().split("\t")[1]
+    demo.speculative(False)
+    assert demo.lm.decode is generate
