@@ -13,6 +13,7 @@ import torch
 
 from audiollm import audio, load_codec
 from audiollm.cli import main
+from audiollm.data import shards as shards_module
 from audiollm.data.manifest import ManifestError, write_jsonl
 from audiollm.data.shards import CodeShards, tokenize_manifest
 from tests.conftest import REPO
@@ -89,20 +90,20 @@ def test_tokenize_keeps_good_rejects_bad_and_matches_single_encoding(manifest, c
 
 
 def test_changed_manifest_replans_and_rewrites_only_what_changed(shared_data, codec, tmp_path):
-    rows = digit_rows(shared_data, 40)
+    rows = digit_rows(shared_data, 24)
     for r in rows[:3]:  # files a later edit will replace
         r["audio"] = str(shutil.copy(r["audio"], tmp_path / Path(r["audio"]).name))
     m = write_jsonl(tmp_path / "m.jsonl", rows)
     out = tmp_path / "tok"
-    first = tokenize_manifest(m, out, codec, shard_seconds=4.0)
-    assert first.written_shards >= 6 and ids(out) == [r["id"] for r in rows]
+    first = tokenize_manifest(m, out, codec, shard_seconds=3.0)
+    assert first.written_shards >= 5 and ids(out) == [r["id"] for r in rows]
 
-    # Remove 5 records, add 4, edit a transcript and replace one file's audio.
-    rows = rows[:20] + digit_rows(shared_data, 4, skip=100) + rows[25:]
+    # Remove 3 records, add 2, edit a transcript and replace one file's audio.
+    rows = rows[:12] + digit_rows(shared_data, 2, skip=100) + rows[15:]
     rows[1]["text"] = "edited"
-    os.replace(shutil.copy(rows[30]["audio"], tmp_path / "new.wav"), rows[0]["audio"])
+    os.replace(shutil.copy(rows[20]["audio"], tmp_path / "new.wav"), rows[0]["audio"])
     m = write_jsonl(tmp_path / "m.jsonl", rows)
-    again = tokenize_manifest(m, out, codec, shard_seconds=4.0)
+    again = tokenize_manifest(m, out, codec, shard_seconds=3.0)
     assert ids(out) == [r["id"] for r in rows] and again.kept == len(rows)
     assert 0 < again.written_shards < first.written_shards and again.reused_shards > 0
     assert again.removed_shards > 0
@@ -110,10 +111,10 @@ def test_changed_manifest_replans_and_rewrites_only_what_changed(shared_data, co
     assert CodeShards(out).records[1]["text"] == "edited"
 
     fresh = tmp_path / "fresh"
-    tokenize_manifest(m, fresh, codec, shard_seconds=4.0)
+    tokenize_manifest(m, fresh, codec, shard_seconds=3.0)
     assert (fresh / "index.jsonl").read_text() == (out / "index.jsonl").read_text()
     assert codes_by_id(fresh) == codes_by_id(out)
-    assert codes_by_id(out)[rows[0]["id"]] == codes_by_id(out)[rows[30]["id"]]  # the replaced audio
+    assert codes_by_id(out)[rows[0]["id"]] == codes_by_id(out)[rows[20]["id"]]  # the replaced audio
 
 
 def test_interrupted_run_resumes_and_keeps_finished_shards(manifest, codec, encodec_24k_checkpoint, tmp_path):
@@ -249,12 +250,13 @@ def tokenize_processes(manifest: Path, out: Path, checkpoint: Path, world_size: 
     return outs
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_folder_of_one_process_and_resume(shared_data, encodec_24k_checkpoint, tmp_path):
-    m = write_jsonl(tmp_path / "m.jsonl", digit_rows(shared_data, 24, skip=300))
+    m = write_jsonl(tmp_path / "m.jsonl", digit_rows(shared_data, 16, skip=300))
     one, two = tmp_path / "one", tmp_path / "two"
     tokenize_processes(m, one, encodec_24k_checkpoint, 1)
     rank0, rank1 = tokenize_processes(m, two, encodec_24k_checkpoint, 2)
-    assert "tokenised 24 records" in rank0 and "by 2 ranks" in rank0
+    assert "tokenised 16 records" in rank0 and "by 2 ranks" in rank0
     assert "rank 1 of 2" in rank1 and " 0 written" not in rank1  # rank 1 did a share of the work
     files = sorted(p.name for p in one.iterdir())
     assert files == sorted(p.name for p in two.iterdir()) and len(files) > 6
@@ -269,3 +271,21 @@ def test_two_ranks_write_the_folder_of_one_process_and_resume(shared_data, encod
     written = [int(re.search(r"(\d+) written", out)[1]) for out in (rank0, rank1)]
     assert sum(written) == 1 and (two / "index.jsonl").read_text() == index
     assert (one / killed.name).read_bytes() == killed.read_bytes()
+
+
+def test_rank_0_stops_waiting_when_another_rank_fails(manifest, codec, tmp_path, monkeypatch):
+    out = tmp_path / "tok"
+    note = out / ".rank1.failed"
+    note.parent.mkdir()
+    note.write_text("OSError: an earlier run's failure\n")  # older than this run: not a reason to stop
+    polls = []
+
+    def rank_1_dies_while_rank_0_waits(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:
+            note.write_text("AudioError: disk full\n")
+
+    monkeypatch.setattr(shards_module.time, "sleep", rank_1_dies_while_rank_0_waits)
+    with pytest.raises(RuntimeError, match=r"\.rank1\.failed: AudioError: disk full; rerun every rank"):
+        tokenize_manifest(manifest, out, codec, shard_seconds=1.0, rank=0, world_size=2)
+    assert len(polls) == 2

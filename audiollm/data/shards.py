@@ -315,16 +315,23 @@ def tokenize_manifest(
     mine = [i for i, owner in enumerate(owners) if owner == rank]
     desc = "tokenize" if world_size == 1 else f"tokenize rank {rank}/{world_size}"
     total = sum(_ms(shards[i]) for i in mine)  # integer ms, so the updates add up to the total exactly
-    with tqdm(total=total, unit="s", desc=desc, unit_scale=1e-3, position=rank) as bar:
-        for i in mine:
-            if _done(out / names[i]):
-                summary.reused_shards += 1
-                bar.update(_ms(shards[i]))
-            else:
-                _write_shard(codec, shards[i], out / f"{names[i]}.npy", batch_seconds, min_seconds, bar)
-                summary.written_shards += 1
+    failed, started = out / f".rank{rank}.failed", time.time()
+    failed.unlink(missing_ok=True)
+    try:
+        with tqdm(total=total, unit="s", desc=desc, unit_scale=1e-3, position=rank) as bar:
+            for i in mine:
+                if _done(out / names[i]):
+                    summary.reused_shards += 1
+                    bar.update(_ms(shards[i]))
+                else:
+                    _write_shard(codec, shards[i], out / f"{names[i]}.npy", batch_seconds, min_seconds, bar)
+                    summary.written_shards += 1
+    except Exception as e:
+        if world_size > 1:  # tells rank 0 to stop waiting for this rank's shards
+            failed.write_text(f"{type(e).__name__}: {e}\n")
+        raise
     if rank == 0:
-        _wait_for(out, [n for n, owner in zip(names, owners, strict=True) if owner != 0])
+        _wait_for(out, [n for n, owner in zip(names, owners, strict=True) if owner != 0], started)
         _merge(out, shards, names, rejects, summary, codec.frame_rate)
     return summary
 
@@ -348,10 +355,14 @@ def _done(stem: Path) -> bool:
     return stem.with_suffix(".json").is_file() and stem.with_suffix(".npy").is_file()
 
 
-def _wait_for(out: Path, names: list[str]) -> None:
-    """Block until the other ranks' shards are all on disk (a barrier through the shared folder)."""
+def _wait_for(out: Path, names: list[str], since: float) -> None:
+    """Block until the other ranks' shards are all on disk (a barrier through the shared folder); raise
+    if a rank has left a failure note there since `since` (a time.time())."""
     said = False
     while missing := [n for n in names if not _done(out / n)]:
+        for note in out.glob(".rank*.failed"):
+            if note.stat().st_mtime >= since:
+                raise RuntimeError(f"{note}: {note.read_text().strip()}; rerun every rank to resume")
         if not said:
             print(f"tokenize rank 0: waiting for {len(missing)} shards of the other ranks", flush=True)
             said = True
