@@ -15,7 +15,7 @@ from audiollm import audio, load_codec
 from audiollm.cli import main
 from audiollm.data import shards as shards_module
 from audiollm.data.manifest import ManifestError, write_jsonl
-from audiollm.data.shards import CodeShards, tokenize_manifest
+from audiollm.data.shards import CodeShards, launcher_rank, tokenize_manifest
 from tests.conftest import REPO
 
 
@@ -289,3 +289,31 @@ def test_rank_0_stops_waiting_when_another_rank_fails(manifest, codec, tmp_path,
     with pytest.raises(RuntimeError, match=r"\.rank1\.failed: AudioError: disk full; rerun every rank"):
         tokenize_manifest(manifest, out, codec, shard_seconds=1.0, rank=0, world_size=2)
     assert len(polls) == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "expect"),
+    [
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, (3, 4, 1)),  # torchrun
+        (
+            {"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8"},
+            (5, 8, 1),
+        ),
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}, (0, 1, 0)),  # a batch script without srun: one process
+        ({}, (0, 1, 0)),
+    ],
+)
+def test_launcher_rank(env, expect, monkeypatch):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "SLURM_PROCID",
+        "SLURM_STEP_NUM_TASKS",
+        "SLURM_LOCALID",
+        "SLURM_NTASKS",
+    ):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launcher_rank() == expect

@@ -13,7 +13,7 @@ content-defined (a record ends a shard when a hash of its id says so, or at the 
 record added to or removed from a manifest changes only the shard around it; a rerun re-plans,
 keeps every shard whose digest is unchanged, writes the others and removes the stale ones.
 
-Under a launcher that sets RANK / WORLD_SIZE (torchrun) or SLURM_PROCID / SLURM_NTASKS (srun), every
+Under a launcher that sets RANK / WORLD_SIZE (torchrun) or SLURM_PROCID / SLURM_STEP_NUM_TASKS (srun), every
 rank plans the same shards, writes a disjoint share of them, and rank 0 writes the index once every
 planned shard is on disk: the folder is the same as a one-process run's.
 """
@@ -83,12 +83,17 @@ class Item:
 
 
 def launcher_rank() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's
-    SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, else (0, 1, 0)."""
-    for rank, world, local in (
+    """(rank, world size, local rank) from torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else srun's
+    SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID, else (0, 1, 0).
+
+    The tasks of the srun step count, not the job's SLURM_NTASKS: a batch script that runs the
+    command without srun also sees SLURM_NTASKS and SLURM_PROCID=0, and is one process.
+    """
+    launchers = (
         ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-        ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
-    ):
+        ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"),
+    )
+    for rank, world, local in launchers:
         if rank in os.environ and world in os.environ:
             r, w = int(os.environ[rank]), int(os.environ[world])
             if not 0 <= r < w:
