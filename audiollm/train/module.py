@@ -138,10 +138,10 @@ class LitAudioLM(L.LightningModule):
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop the run (every rank at once) before a NaN/inf loss reaches the weights: a run that went on
         exited 0 and exported a model whose every tensor was NaN."""
-        finite = bool(torch.isfinite(loss.detach()).item())
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+        value = float(loss.detach())
+        if not self.trainer.strategy.reduce_boolean_decision(math.isfinite(value), all=True):
             raise FitError(
-                f"the training loss is not finite at step {self.trainer.global_step} (it is {float(loss)} on "
+                f"the training loss is not finite at step {self.trainer.global_step} (it is {value} on "
                 f"rank {self.trainer.global_rank} or another); nothing was exported. Resume from a checkpoint "
                 "before this step with a lower model.lr or a trainer.gradient_clip_val"
             )
