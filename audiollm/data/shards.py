@@ -332,7 +332,7 @@ def tokenize_manifest(
                     _write_shard(codec, shards[i], out / f"{names[i]}.npy", batch_seconds, min_seconds, bar)
                     summary.written_shards += 1
     except Exception as e:
-        if world_size > 1:  # tells rank 0 to stop waiting for this rank's shards
+        if rank > 0:  # tells rank 0 to stop waiting for this rank's shards
             failed.write_text(f"{type(e).__name__}: {e}\n")
         raise
     if rank == 0:
@@ -391,21 +391,19 @@ def _merge(
         for item in items:
             r = item.record
             if r.id in placed:
-                index.append(
-                    {
-                        **r.to_json(),
-                        "shard": stem,
-                        "offset": placed[r.id]["offset"],
-                        "frames": placed[r.id]["frames"],
-                    }
-                )
+                index.append({**r.to_json(), "shard": stem, **placed[r.id]})  # + offset, frames
             else:
                 rejects.append((item.pos, {"id": r.id, "audio": r.audio, "reason": bad[r.id]}))
     rejects = [reject for _, reject in sorted(rejects, key=lambda x: x[0])]
     write_jsonl(out / "index.jsonl", index)
     write_jsonl(out / "rejects.jsonl", rejects)
     keep = set(names)
-    for path in [*out.glob("shard_*.npy"), *out.glob("shard_*.json"), *out.glob(".shard_*.tmp")]:
+    for path in [
+        *out.glob("shard_*.npy"),
+        *out.glob("shard_*.json"),
+        *out.glob(".shard_*.tmp"),
+        *out.glob(".rank*.failed"),
+    ]:
         if path.name.startswith(".") or path.stem not in keep:
             summary.removed_shards += path.suffix == ".json"
             path.unlink(missing_ok=True)
