@@ -4,6 +4,7 @@ A record has `id` and `audio` (a path, relative paths resolved against the manif
 and optionally `text` (transcript), `caption` (music / sound description), `speaker`,
 `start` and `duration` (seconds, a segment of the file), `split` (train / valid / test) and
 `task` hints. Unknown keys are kept, so corpus-specific metadata survives tokenisation.
+Files are UTF-8; ids are unique across the manifests read together (`read_manifests`).
 """
 
 from __future__ import annotations
