@@ -65,9 +65,11 @@ def test_greedy_gives_the_tokens_of_plain_generation(pattern, start):
                 assert stats["accepted"] >= stats["drafted"] - 3
 
 
-def test_greedy_writes_the_delay_tail_after_eos():
+@pytest.mark.parametrize("first_audio_step", [0, 2])  # 2: a continuation, its prompt already holds frames
+def test_greedy_writes_the_delay_tail_after_eos(first_audio_step):
     model = _model()
-    kw = dict(template=Template(start="audio"), sampling=Sampling(temperature=0), max_new_tokens=20)
+    template = Template(start="audio", first_audio_step=first_audio_step)
+    kw = dict(template=template, sampling=Sampling(temperature=0), max_new_tokens=20)
     ref = generate(model, _prompts(3), **kw)
     assert int(ref.lengths.min()) < 20  # some row chose to end, then wrote the tail
     out = speculative.generate(model, _prompts(3), draft=speculative.early_exit(model, 2), gamma=4, **kw)
@@ -177,7 +179,7 @@ def test_bad_drafts_are_refused():
         speculative.early_exit(model, 4)
 
 
-def test_cli_flag_and_demo_switch_on_tiny(shared_data, capsys):
+def test_cli_flag_and_demo_switch_on_tiny(shared_data, tmp_path, capsys):
     """`--speculative` transcribes as plain decoding does (greedy); the demo's switch turns it on and off."""
     from audiollm import AudioLM
     from audiollm.cli import main
@@ -189,6 +191,8 @@ def test_cli_flag_and_demo_switch_on_tiny(shared_data, capsys):
     assert main(["transcribe", str(clip), "--speculative", "--quantize", "int8"]) == 0
     assert main(["transcribe", str(clip), "--speculative"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == plain.strip()
+    for command in (["tts", "four", "--max-seconds", "0.3"], ["music", "calm piano", "--duration", "0.2"]):
+        assert main([*command, "-o", str(tmp_path / "x.wav"), "--seed", "0", "--speculative"]) == 0  # sampled
     demo = Demo(AudioLM.from_pretrained("tiny"))
     assert "on" in demo.speculative(True) and demo.lm.decode is not generate
     assert demo.lm.transcribe(clip) == plain.strip().split("\t")[1]
