@@ -7,7 +7,7 @@ bench/lm.py's comparison with Hugging Face `generate` on GPT-NeoX trunks of the 
 alternate the two sides run by run (bench/lm.py's `alternate`), medians of --reps. Every line ends in
 ratio=X.XX, higher is better for the new side.
 
-    python -m bench.fast_generation [--reps 3] [--new 32]
+    python -m bench.fast_generation [--reps 2] [--new 24]   # about 4-5 minutes on the 2-core CPU
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def bench_model(name: str, model: AudioLanguageModel, lm: AudioLM, reps: int, ne
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=3, help="timed runs per side (after one warm-up)")
-    p.add_argument("--new", type=int, default=32, help="new steps per generation (ASR: at most)")
+    p.add_argument("--reps", type=int, default=2, help="timed runs per side (after one warm-up)")
+    p.add_argument("--new", type=int, default=24, help="new steps per generation (ASR: at most)")
     p.add_argument(
         "--larger", default="small", choices=sorted(PRESETS), help="preset run with random weights"
     )
