@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -26,14 +27,16 @@ from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig
 from audiollm.quantize import quantize, weight_bytes
 from bench.lm import alternate, bench_generate
 
-DIGITS = "/work/shared/data/fsdd_spoken_digits/recordings/*.wav"
+SHARED = Path(os.environ.get("AUDIOLLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SENTENCES = ["four", "hello there", "the cat sat on the mat", "seven", "good morning", "one two three"]
 GREEDY, TTS_SAMPLING = Sampling(temperature=0), Sampling(temperature=1.0, top_k=50)
 
 
 def workloads(lm: AudioLM) -> dict[str, tuple[list[Prompt], Template, Sampling]]:
     """ASR (greedy, transcripts end where the model ends them) and TTS (sampled, as the API does) prompts."""
-    clips = sorted(glob.glob(DIGITS))[:8]
+    clips = sorted((SHARED / "fsdd_spoken_digits" / "recordings").glob("*.wav"))[:8]
+    if not clips:
+        raise SystemExit(f"no FSDD clips under {SHARED}: set AUDIOLLM_SHARED_DATA to the shared data folder")
     asr = [tasks.asr(lm.vocab, lm.pattern, lm._encode(c), None).prompt() for c in clips]
     tts = [tasks.tts(lm.vocab, lm.pattern, lm._text_ids(t, "text"), None, None).prompt() for t in SENTENCES]
     tts = (tts * 2)[:8]
