@@ -236,6 +236,10 @@ def _transcribe_tab(demo: Demo, examples: list[Path]) -> None:
     status = gr.Markdown(elem_id="transcript-status")
     if examples:
         gr.Examples([[str(p)] for p in examples], inputs=clip, api_visibility="private")
+        # Gradio files the examples' copies as ordinary temporary files, so delete_cache would remove them
+        # after TEMP_FILE_SECONDS, and any demo's shutdown would remove them from every other demo using
+        # the same cache (copies are named by content): keep them, as Gradio keeps components' defaults.
+        clip.keep_in_cache.update(clip.move_resource_to_block_cache(str(p)) for p in examples)
     done = button.click(demo.transcribe, clip, text, api_name="transcribe", concurrency_id=MODEL)
     done.success(_describe_transcript, [clip, text], status, api_visibility="private")
 

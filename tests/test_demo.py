@@ -33,6 +33,7 @@ def served(lm, tmp_path_factory):
     """The demo over the digits model, launched on a free 127.0.0.1 port in a background thread."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUDIOLLM_CACHE", str(tmp_path_factory.mktemp("cache")))  # composition's clip cache
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))  # not another run's files
         app = demo_app.serve(lm, port=free_port(), block=False)
         yield app
         app.close()
@@ -181,9 +182,11 @@ def test_cli_demo_says_how_to_pick_a_model(tmp_path, capsys):
     not CHROMIUM.is_file(), reason=f"{CHROMIUM} missing: apt-get install chromium (make setup)"
 )
 def test_browser_transcribes_an_example(served, lm, shared_data, tmp_path):
-    """Headless Chromium opens the page, picks the first example, presses Transcribe, reads the text."""
+    """Headless Chromium opens the page, picks the first example, presses Transcribe, reads the text;
+    another demo on the same Gradio cache has started and shut down first (and deleted its files)."""
     from playwright.sync_api import expect, sync_playwright
 
+    demo_app.serve(lm, port=free_port(), block=False).close()
     expected = lm.transcribe(shared_data / EXAMPLE)  # "" from the digits model: the status line says so
     words = f"{len(expected.split())} words" if expected else "no words recognised"
     seconds = audio.info(shared_data / EXAMPLE).duration
@@ -260,4 +263,26 @@ def test_no_temporary_files_are_left_after_shutdown(lm, shared_data, tmp_path, m
         assert [p for p in temp.rglob("*") if p.is_file()], "the requests made files"
     finally:
         app.close()
-    assert [p for p in temp.rglob("*") if p.is_file()] == []
+    kept = [p.name for p in temp.rglob("*") if p.is_file()]  # only the examples' copies, shared by demos
+    assert sorted(kept) == sorted(Path(p).name for p in demo_app.EXAMPLE_CLIPS)
+
+
+@pytest.mark.slow
+def test_examples_outlive_the_temporary_file_schedule(lm, shared_data, tmp_path, monkeypatch):
+    """delete_cache removes an upload once it is TEMP_FILE_SECONDS old, but never the examples' copies."""
+    temp = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp))
+    monkeypatch.setattr(demo_app, "TEMP_FILE_SECONDS", 1)
+    app = demo_app.serve(lm, port=free_port(), block=False)
+    try:
+        clip = shared_data / "fsdd_spoken_digits" / "recordings" / "1_nicolas_3.wav"  # not an example
+        Client(app.local_url, verbose=False).predict(handle_file(str(clip)), api_name="/transcribe")
+        for _ in range(600):  # the schedule runs every second; 60 s at most
+            if not list(temp.rglob(clip.name)):
+                break
+            threading.Event().wait(0.1)
+        assert not list(temp.rglob(clip.name)), "the upload was deleted on schedule"
+        kept = [p.name for p in temp.rglob("*") if p.is_file()]
+        assert sorted(kept) == sorted(Path(p).name for p in demo_app.EXAMPLE_CLIPS)
+    finally:
+        app.close()
