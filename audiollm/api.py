@@ -169,7 +169,10 @@ class AudioLM:
             raise ValueError(f"{what} is too long: {len(ids)} tokens, the limit of this model is {limit}")
         return ids
 
-    def _generate_audio(self, prompts: list[Prompt], seconds: float, seed: int | None, **kwargs) -> list:
+    def _generate_audio(
+        self, prompts: list[Prompt], seconds: float, seed: int | None, full_length: bool = False, **kwargs
+    ) -> list:
+        """Codes (K, T) per prompt, at most `seconds` long; `full_length`: `<eos>` is held back until then."""
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         room = self.max_len - max(len(p.text) for p in prompts)
         steps = min(room, patterns.get(self.pattern).num_steps(round(seconds * self.codec.frame_rate),
@@ -181,7 +184,7 @@ class AudioLM:
         out = self.decode(
             self.model, prompts, template=kwargs.pop("template", Template(start="audio")),
             sampling=kwargs.pop("sampling", Sampling(temperature=1.0, top_k=50)), max_new_tokens=steps,
-            pattern=self.pattern, generator=generator, **kwargs,
+            pattern=self.pattern, generator=generator, min_new_tokens=steps if full_length else 0, **kwargs,
         )  # fmt: skip
         return [out.row_audio(b) for b in range(len(prompts))]
 
@@ -277,7 +280,9 @@ class AudioLM:
         cond = [tasks.captioned(self.vocab, self.pattern, task, self._text_ids(c, "caption"), None).prompt()
                 for c in captions]  # fmt: skip
         uncond = [tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()] * len(cond)
-        batch = self._generate_audio(cond, duration, seed, uncond=uncond, guidance_scale=guidance_scale)
+        batch = self._generate_audio(  # music and sounds last as long as asked, as MusicGen's do
+            cond, duration, seed, full_length=True, uncond=uncond, guidance_scale=guidance_scale
+        )
         results = [self._decode(codes) for codes in batch]
         return results[0] if isinstance(caption, str) else results
 

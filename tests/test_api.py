@@ -28,7 +28,9 @@ def test_synthesize_music_and_continue_return_audio(lm, shared_data):
     voiced, _ = lm.synthesize("one", voice_prompt=prompt, seed=1, max_seconds=0.4)
     assert voiced.dtype == np.float32
     music, _ = lm.generate_music("a voice says two", duration=0.4, guidance_scale=3.0, seed=0)
-    assert music.ndim == 1 and len(music) <= 0.4 * 24000 + 320
+    assert music.ndim == 1 and len(music) == 0.4 * 24000  # as long as asked: <eos> is held back till then
+    sound, _ = lm.generate_sfx("rain", duration=0.4, seed=0)
+    assert len(sound) == 0.4 * 24000
     clip = shared_data / "fsdd_spoken_digits" / "recordings" / "2_theo_5.wav"
     cont, _ = lm.continue_audio(clip, duration=0.2, seed=0)
     assert len(cont) > len(audio.load(clip, 24000)[0][0]) - 400
