@@ -317,8 +317,9 @@ class AudioLM:
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         new = round(duration * self.codec.frame_rate)
         room = self.max_len - len(prompt.text)
+        steps = max(1, min(room, new + self.vocab.num_codebooks))  # the duration asked: <eos> held back
         out = self.decode(self.model, [prompt], template=template, sampling=Sampling(temperature=1.0, top_k=50),
-                       max_new_tokens=max(1, min(room, new + self.vocab.num_codebooks)), pattern=self.pattern,
+                       max_new_tokens=steps, min_new_tokens=steps, pattern=self.pattern,
                        generator=generator)  # fmt: skip
         n = int(out.lengths[0])
         steps = torch.cat([prompt.audio[prompt.is_audio], out.audio[0, :n][out.is_audio[0, :n]]])  # (S, K)

@@ -44,16 +44,15 @@ def tiny() -> AudioLM:
 
 
 def test_tiny_transcribes_spoken_digits_it_never_heard(tiny, shared_data):
-    # FSDD's official test takes (0-4); training used takes 5-49. The LM was retrained for only 680 steps on
-    # the new codec, and the card reports WER 0.91 on all 200 (chance is about 0.9): this checks the path
-    # and that some digits are heard right, not a quality target.
+    # FSDD's official test takes (0-4); training used takes 5-49. The card reports WER 0.34 on all 200
+    # (chance is about 0.9; 0.25 on these 40); a broken encoder or decoder path lands near chance.
     folder = shared_data / "fsdd_spoken_digits" / "recordings"
     clips = [(folder / f"{d}_{speaker}_{take}.wav", DIGITS[d])
              for d in range(10) for speaker in ("jackson", "theo") for take in (0, 1)]  # fmt: skip
     heard = tiny.transcribe([str(path) for path, _ in clips])
     assert len(heard) == len(clips) and all(isinstance(h, str) for h in heard)
     wer = jiwer.wer([normalize(t) for _, t in clips], [normalize(h) or "-" for h in heard])
-    assert wer < 1.0, list(zip([t for _, t in clips], heard, strict=True))
+    assert wer < 0.5, list(zip([t for _, t in clips], heard, strict=True))
 
 
 def test_tiny_speaks_and_continues(tiny):
