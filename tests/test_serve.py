@@ -228,12 +228,11 @@ def test_concurrent_transcriptions_equal_sequential(server, client):
         return client.audio.transcriptions.create(model="tiny", file=("c.wav", data)).text
 
     alone = [one(c) for c in clips]
-    scheduler = server[1].state.engine.scheduler
-    scheduler.peak_batch = 0
     with ThreadPoolExecutor(len(clips)) as pool:
         together = list(pool.map(one, clips))
+    # Whether these overlap depends on timing: tiny's transcripts of noise end in a step or two, faster
+    # than the next upload is encoded. Batching itself is pinned by test_scheduler_matches_generate_*.
     assert together == alone
-    assert scheduler.peak_batch > 1, "the requests were decoded together"
 
 
 def test_speech_formats(speech):

@@ -40,7 +40,7 @@ class StreamDecoder:
     """Complete frames -> audio, a window at a time: decode frames [emitted - context, T) and send the
     samples of [emitted, T - lookahead); the first window is `first` frames, later ones `chunk`."""
 
-    def __init__(self, lm: AudioLM, first: int = 4, chunk: int = 20, context: int = 20, lookahead: int = 2):
+    def __init__(self, lm: AudioLM, first: int = 4, chunk: int = 20, context: int = 20, lookahead: int = 4):
         self.lm, self.first, self.chunk, self.context, self.lookahead = lm, first, chunk, context, lookahead
         self.hop = round(lm.codec.sample_rate / lm.codec.frame_rate)  # samples per frame
         self.emitted = 0  # frames sent
