@@ -85,6 +85,29 @@ def test_resume_is_exact(tmp_path, digits_tokenized):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+class SlowSteps(L.Callback):
+    """Each training step takes at least `seconds`; records the learning rate after every step."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.lrs = seconds, []
+
+    def on_train_batch_end(self, trainer, *args):
+        time.sleep(self.seconds)
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_the_cosine_ends_when_max_time_stops_training_first(tmp_path, digits_tokenized):
+    config = write_config(tmp_path, digits_tokenized, max_steps=10_000, val_check_interval=10_000)
+    cli = FitCLI("lm", ["--config", str(config), "--trainer.max_time", "00:00:00:06"])
+    slow = SlowSteps(0.3)
+    cli.trainer.callbacks.append(slow)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    peak, floor = 3e-3, 3e-3 * cli.model.hparams.min_lr_ratio
+    assert 5 < len(slow.lrs) < 100  # stopped by time, far before max_steps
+    assert max(slow.lrs) > 0.5 * peak  # warmup reached the peak ...
+    assert slow.lrs[-1] < floor + 0.1 * (peak - floor)  # ... and the cosine was near its end at the stop
+
+
 @pytest.mark.slow
 def test_loss_falls_and_export_loads(tmp_path, digits_tokenized):
     config = write_config(tmp_path, digits_tokenized, "long", max_steps=60, val_check_interval=30)

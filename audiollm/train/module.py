@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
@@ -41,7 +42,8 @@ class LitAudioLM(L.LightningModule):
         weight_decay: AdamW decay on matrices (not on norms, biases, embeddings).
         betas: AdamW betas.
         warmup_steps: linear warmup steps.
-        min_lr_ratio: the cosine ends at lr x this, at trainer.max_steps.
+        min_lr_ratio: the cosine ends at lr x this, at trainer.max_steps or, when trainer.max_time comes
+            first, when the time is up (see `schedule_step`).
         stop_weight: weight of the text head's `<eos>` decision at the end of generated audio. Each audio
             step's text head decides between another frame and the end, so a clip of T frames has T-1
             "go on" decisions for one "stop": unweighted, `<eos>` was rarely the argmax at the end and
@@ -169,10 +171,28 @@ class LitAudioLM(L.LightningModule):
         ]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
         total = max(self.trainer.max_steps, 1) if self.trainer.max_steps > 0 else 10_000
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio)
+            optimizer,
+            lambda step: warmup_cosine(
+                schedule_step(step, total, timer), hp.warmup_steps, total, hp.min_lr_ratio
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def schedule_step(step: int, total: int, timer: Timer | None) -> int:
+    """Where the schedule is: `step`, or further on when trainer.max_time will end training before `total`.
+
+    With a time limit, the schedule follows the larger of step / total and the fraction of the time used
+    (Lightning's `Timer`, which checkpoints its elapsed time), so the cosine reaches its end when training
+    stops instead of being cut off at a high learning rate. Without one, training is step-exact.
+    """
+    if timer is None or timer.time_remaining("train") is None:
+        return step
+    elapsed = timer.time_elapsed("train")
+    duration = elapsed + timer.time_remaining("train")
+    return max(step, int(total * elapsed / duration)) if duration > 0 else step
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
