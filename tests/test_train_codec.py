@@ -119,6 +119,35 @@ def test_resume_continues_exactly_as_an_unbroken_run(tmp_path):
                 assert torch.equal(value, opt_b["state"][slot][name]), (slot, name)
 
 
+@pytest.mark.slow
+def test_decoder_only_fine_tuning_keeps_the_codes_and_trains_the_decoder(tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    for d in (base, tuned):
+        d.mkdir()
+    assert fit_main(recipe_args(base, trainer__max_steps=2)) == 0
+    start = trained_state(base / "run")
+    ckpt = base / "run" / "checkpoints" / "last.ckpt"
+    args = recipe_args(tuned, trainer__max_steps=4, model__init_from=ckpt, model__decoder_only="true")
+    assert fit_main(args) == 0
+    after = trained_state(tuned / "run")
+    frozen = [k for k in start if k.startswith(("codec.encoder.", "codec.norm.", "codec.quantizer."))]
+    assert frozen and all(torch.equal(start[k], after[k]) for k in frozen)
+    for part in ("codec.decoder.", "discriminator."):
+        assert any(not torch.equal(v, after[k]) for k, v in start.items() if k.startswith(part)), part
+    wav = torch.randn(1, 1, 3200, generator=torch.Generator().manual_seed(1))
+    original, fine_tuned = (load_codec(d / "run" / "checkpoints" / "codec") for d in (base, tuned))
+    assert torch.equal(original.encode(wav), fine_tuned.encode(wav))
+    assert not torch.equal(original.decode(original.encode(wav)), fine_tuned.decode(fine_tuned.encode(wav)))
+
+    # an exported codec directory is a starting point too (codec only); decoder_only needs one
+    module = CodecModule(original.config, init_from=str(base / "run" / "checkpoints" / "codec"))
+    assert torch.equal(module.codec.eval().encode(wav), original.encode(wav))
+    with pytest.raises(ValueError, match="init_from"):
+        CodecModule(original.config, decoder_only=True)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        CodecModule(original.config, init_from=str(tmp_path / "nowhere"))
+
+
 def test_the_exported_codec_has_no_discriminator_and_no_pickle(tmp_path):
     module = CodecModule(NativeCodecConfig(**PRESETS["tiny"]), discriminator="mrd", discriminator_filters=4)
     module.codec.init_codebooks([torch.randn(2, 1, 1600)])

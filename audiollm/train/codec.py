@@ -84,6 +84,11 @@ class CodecModule(L.LightningModule):
     initialised on the latents of the next `kmeans_batches` batches (no optimiser step meanwhile).
     With quantiser dropout, a step uses a random K' in [min_codebooks, K] codebooks with probability
     `quantizer_dropout`, so one model serves several bitrates.
+
+    `init_from` starts from a trained codec: a `CodecModule` checkpoint (.ckpt: codec and discriminator) or a
+    `save_pretrained` directory (codec only). With `decoder_only`, the encoder, latent norm and codebooks
+    stay frozen (eval mode, no codebook updates), so the codes an LM was trained on do not change while the
+    decoder and discriminator go on learning.
     """
 
     def __init__(
@@ -100,6 +105,8 @@ class CodecModule(L.LightningModule):
         discriminator: str = "none",
         discriminator_filters: int = 32,
         discriminator_start_step: int = 0,
+        init_from: str | None = None,
+        decoder_only: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters({"codec": asdict(codec), "weights": asdict(weights)} | _plain(locals()))
@@ -113,14 +120,34 @@ class CodecModule(L.LightningModule):
             if discriminator != "none"
             else None
         )
+        if decoder_only and not init_from:
+            raise ValueError("model.decoder_only needs model.init_from: a trained codec whose codes to keep")
+        if init_from:
+            self._load_trained(Path(init_from))
         self._kmeans_buffer: list[torch.Tensor] = []
-        self._scaled = False  # set by init_scales on the first batch of a run that starts from step 0
+        self._scaled = bool(init_from)  # set by init_scales on the first batch of a run from scratch
         self.batches_seen = 0  # batches trained on (k-means batches take no optimiser step); checkpointed
         self._rng_state: torch.Tensor | None = None
 
+    def _load_trained(self, path: Path) -> None:
+        """Load the codec (and, from a .ckpt, the discriminator) of a trained codec at `path`."""
+        if path.is_dir():
+            trained = NativeCodec.from_pretrained(path)
+            self.codec.load_state_dict(trained.state_dict())
+            return
+        if not path.is_file():
+            raise FileNotFoundError(f"model.init_from {path}: no such checkpoint file or codec directory")
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        parts = {"codec": self.codec, "discriminator": self.discriminator}
+        for name, part in parts.items():
+            own = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+            if part is not None and (own or name == "codec"):
+                part.load_state_dict(own)  # strict: a checkpoint of another architecture is refused
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
-        optimizers = [torch.optim.AdamW(self.codec.parameters(), lr=hp.lr, betas=hp.betas)]
+        trained = self.codec.decoder if hp.decoder_only else self.codec
+        optimizers = [torch.optim.AdamW(trained.parameters(), lr=hp.lr, betas=hp.betas)]
         if self.discriminator is not None:
             optimizers.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=hp.betas))
         return optimizers
@@ -150,11 +177,20 @@ class CodecModule(L.LightningModule):
         if self.global_step == 0 and not self._scaled:
             self.codec.init_scales(batch)
             self._scaled = True
-        if self.global_step < self.hparams.autoencoder_steps:
+        if not self.codec.initialised and self.global_step < self.hparams.autoencoder_steps:
             n_q, recon, commit = 0, self.codec.decoder(self.codec.latent(batch)), batch.new_zeros(())
         elif not self.codec.initialised:
             self._collect_for_kmeans(batch)
             return
+        elif self.hparams.decoder_only:
+            n_q = self.sample_num_codebooks()
+            for part in (self.codec.encoder, self.codec.norm, self.codec.quantizer):
+                part.eval()  # each step: Lightning sets train mode again (e.g. after validation)
+            with torch.no_grad():
+                quantized = self.codec.quantizer.decode(
+                    self.codec.quantizer.encode(self.codec.latent(batch), n_q)
+                )
+            recon, commit = self.codec.decoder(quantized), batch.new_zeros(())
         else:
             n_q = self.sample_num_codebooks()
             recon, _, commit = self.codec(batch, n_q)
