@@ -80,6 +80,13 @@ def test_two_steps_of_the_recipe_train_checkpoint_and_export(tmp_path, capsys):
     assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
 
 
+def run_dirs(tmp_path: Path, *names: str) -> list[Path]:
+    """One new folder per run under tmp_path."""
+    for name in names:
+        (tmp_path / name).mkdir()
+    return [tmp_path / name for name in names]
+
+
 def trained_state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
@@ -100,9 +107,7 @@ def test_a_step_updates_generator_and_discriminator(tmp_path, kind):
 
 @pytest.mark.slow
 def test_resume_continues_exactly_as_an_unbroken_run(tmp_path):
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    for d in (straight, broken):
-        d.mkdir()
+    straight, broken = run_dirs(tmp_path, "straight", "broken")
     assert fit_main(recipe_args(straight, trainer__max_steps=6)) == 0
     assert fit_main(recipe_args(broken, trainer__max_steps=2)) == 0
     assert fit_main([*recipe_args(broken, trainer__max_steps=6), "--ckpt_path=last"]) == 0
@@ -121,9 +126,7 @@ def test_resume_continues_exactly_as_an_unbroken_run(tmp_path):
 
 @pytest.mark.slow
 def test_decoder_only_fine_tuning_keeps_the_codes_and_trains_the_decoder(tmp_path):
-    base, tuned = tmp_path / "base", tmp_path / "tuned"
-    for d in (base, tuned):
-        d.mkdir()
+    base, tuned = run_dirs(tmp_path, "base", "tuned")
     assert fit_main(recipe_args(base, trainer__max_steps=2)) == 0
     start = trained_state(base / "run")
     ckpt = base / "run" / "checkpoints" / "last.ckpt"
