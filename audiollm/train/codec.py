@@ -185,7 +185,7 @@ class CodecModule(L.LightningModule):
         elif self.hparams.decoder_only:
             n_q = self.sample_num_codebooks()
             for part in (self.codec.encoder, self.codec.norm, self.codec.quantizer):
-                part.eval()  # each step: Lightning sets train mode again (e.g. after validation)
+                part.eval()  # every step: Lightning's fit puts all modules in train mode, which let the norm drift
             with torch.no_grad():
                 quantized = self.codec.quantizer.decode(
                     self.codec.quantizer.encode(self.codec.latent(batch), n_q)

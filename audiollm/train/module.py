@@ -188,11 +188,11 @@ def schedule_step(step: int, total: int, timer: Timer | None) -> int:
     (Lightning's `Timer`, which checkpoints its elapsed time), so the cosine reaches its end when training
     stops instead of being cut off at a high learning rate. Without one, training is step-exact.
     """
-    if timer is None or timer.time_remaining("train") is None:
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:
         return step
     elapsed = timer.time_elapsed("train")
-    duration = elapsed + timer.time_remaining("train")
-    return max(step, int(total * elapsed / duration)) if duration > 0 else step
+    return max(step, int(total * elapsed / (elapsed + remaining))) if elapsed + remaining > 0 else step
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
