@@ -21,8 +21,9 @@ from audiollm import audio, patterns, tasks
 from audiollm import quantize as quantization
 from audiollm import speculative as speculation
 from audiollm.codecs import Codec, load_codec
-from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import AudioLanguageModel
+from audiollm.tasks import Prompt, Template
 from audiollm.text import load_tokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets"

@@ -16,23 +16,8 @@ import torch
 
 from audiollm import patterns
 from audiollm.model import AudioLanguageModel, KVCache, additive, attention_mask, rope
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
-
-
-@dataclass
-class Prompt:
-    """One prompt, position by position: text ids (S,), audio codes (S, K) and an is-audio flag (S,)."""
-
-    text: torch.Tensor  # (S,) int64 text/special ids (ignored at audio positions)
-    audio: torch.Tensor  # (S, K) int64 local codes in [0, audio_card) (ignored at text positions)
-    is_audio: torch.Tensor  # (S,) bool
-
-    @classmethod
-    def from_text(cls, ids: list[int] | torch.Tensor, vocab: Vocab) -> Prompt:
-        """A text-only prompt; audio slots hold the empty code."""
-        text = torch.as_tensor(ids, dtype=torch.long)
-        audio = torch.full((len(text), vocab.num_codebooks), vocab.empty_code, dtype=torch.long)
-        return cls(text, audio, torch.zeros(len(text), dtype=torch.bool))
 
 
 @dataclass(frozen=True)
@@ -42,15 +27,6 @@ class Sampling:
     temperature: float = 1.0  # 0 means greedy (argmax)
     top_k: int | None = None  # keep the k most likely tokens
     top_p: float | None = None  # keep the smallest set of tokens whose probability reaches p
-
-
-@dataclass(frozen=True)
-class Template:
-    """Which modality each generated step has."""
-
-    start: str = "text"  # modality of the first generated position: "text" or "audio"
-    switch: bool = False  # allow <audio> (text -> audio) and <text> (audio -> text) mid-generation
-    first_audio_step: int = 0  # pattern step of the first generated audio position (continuation of a prompt)
 
 
 @dataclass

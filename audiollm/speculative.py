@@ -24,9 +24,7 @@ from torch import nn
 
 from audiollm.generate import (
     Generation,
-    Prompt,
     Sampling,
-    Template,
     _advance,
     _audio_step_limit,
     _choose,
@@ -39,6 +37,7 @@ from audiollm.generate import (
     prefill,
 )
 from audiollm.model import AudioLanguageModel, KVCache, attention_mask, rope
+from audiollm.tasks import Prompt, Template
 
 GREEDY = Sampling(temperature=0)
 PLAIN_TEMPLATE, PLAIN_SAMPLING = Template(), Sampling()  # the defaults of `audiollm.generate.generate`

@@ -20,11 +20,46 @@ import numpy as np
 import torch
 
 from audiollm import patterns
-from audiollm.generate import Prompt, Template
 from audiollm.vocab import Vocab
 
 AUDIO_OUTPUT_TASKS = ("tts", "music", "sfx", "continue")
 TASKS = ("asr", *AUDIO_OUTPUT_TASKS)
+
+
+@dataclass
+class TemplateOptions:
+    """Values the task templates need beyond the record."""
+
+    max_len: int = 1024  # positions per example; longer audio is cropped (asr records are skipped)
+    pattern: str = "delay"  # codebook pattern
+    caption_dropout: float = 0.1  # probability of an empty caption (music/sfx), for classifier-free guidance
+    prompt_prob: float = 0.5  # probability that a tts example carries a voice prompt (if the speaker has one)
+    prompt_seconds: float = 3.0  # longest voice prompt
+
+
+@dataclass
+class Prompt:
+    """One prompt, position by position: text ids (S,), audio codes (S, K) and an is-audio flag (S,)."""
+
+    text: torch.Tensor  # (S,) int64 text/special ids (ignored at audio positions)
+    audio: torch.Tensor  # (S, K) int64 local codes in [0, audio_card) (ignored at text positions)
+    is_audio: torch.Tensor  # (S,) bool
+
+    @classmethod
+    def from_text(cls, ids: list[int] | torch.Tensor, vocab: Vocab) -> Prompt:
+        """A text-only prompt; audio slots hold the empty code."""
+        text = torch.as_tensor(ids, dtype=torch.long)
+        audio = torch.full((len(text), vocab.num_codebooks), vocab.empty_code, dtype=torch.long)
+        return cls(text, audio, torch.zeros(len(text), dtype=torch.bool))
+
+
+@dataclass(frozen=True)
+class Template:
+    """Which modality each generated step has."""
+
+    start: str = "text"  # modality of the first generated position: "text" or "audio"
+    switch: bool = False  # allow <audio> (text -> audio) and <text> (audio -> text) mid-generation
+    first_audio_step: int = 0  # pattern step of the first generated audio position (continuation of a prompt)
 
 
 @dataclass

@@ -18,8 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from audiollm.generate import Prompt, Sampling, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import GPT_NEOX, AudioLanguageModel, ModelConfig
+from audiollm.tasks import Prompt
 from audiollm.vocab import Vocab
 
 

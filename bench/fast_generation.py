@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from audiollm import AudioLM, speculative, tasks
-from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig
 from audiollm.quantize import quantize, weight_bytes
+from audiollm.tasks import Prompt, Template
 from bench.lm import alternate, bench_generate
 
 SHARED = Path(os.environ.get("AUDIOLLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from audiollm import patterns
-from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import GPT_NEOX, PRESETS, AudioLanguageModel, ModelConfig, lm_loss
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
 
 TEXT_VOCAB = 4096

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from audiollm.data.dataset import TaskData, TemplateOptions, collate
+from audiollm.data.dataset import TaskData, collate
 from audiollm.data.mixture import Source, Stream
 from audiollm.data.sampler import BatchPlan, BatchStream, plan_epoch
-from audiollm.tasks import TASKS
+from audiollm.tasks import TASKS, TemplateOptions
 from audiollm.text import SentencePieceTokenizer
 from audiollm.vocab import Vocab
 

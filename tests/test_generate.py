@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from audiollm import patterns
-from audiollm.generate import Prompt, Sampling, Template, generate, logits_to_probs, sample
+from audiollm.generate import Sampling, generate, logits_to_probs, sample
 from audiollm.model import GPT_NEOX, PRESETS, AudioLanguageModel, ModelConfig
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
 
 VOCAB = Vocab(text_size=40, num_codebooks=3, codebook_size=16)

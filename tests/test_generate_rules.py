@@ -3,8 +3,9 @@ each test reads exactly when `<eos>` is allowed and which mode a row is in after
 
 import torch
 
-from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import GPT_NEOX, PRESETS, AudioLanguageModel, ModelConfig
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
 
 VOCAB = Vocab(text_size=40, num_codebooks=2, codebook_size=16)

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from audiollm import AudioLM
-from audiollm.generate import Prompt, Sampling, Template, generate
+from audiollm.generate import Sampling, generate
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig
 from audiollm.quantize import quantize, weight_bytes
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
 
 VOCAB = Vocab(text_size=64, num_codebooks=3, codebook_size=32)

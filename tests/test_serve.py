@@ -27,10 +27,11 @@ pytest.importorskip("prometheus_client")
 
 from audiollm import tasks  # noqa: E402
 from audiollm.api import AudioLM  # noqa: E402
-from audiollm.generate import Sampling, Template, generate  # noqa: E402
+from audiollm.generate import Sampling, generate  # noqa: E402
 from audiollm.serve import ServeConfig  # noqa: E402
 from audiollm.serve.app import BackgroundServer, create_app  # noqa: E402
 from audiollm.serve.scheduler import Job, Scheduler  # noqa: E402
+from audiollm.tasks import Template  # noqa: E402
 
 GREEDY = {"temperature": 0}
 

@@ -9,9 +9,10 @@ import torch
 from scipy.stats import chisquare
 
 from audiollm import speculative
-from audiollm.generate import Prompt, Sampling, Template, _rules, generate, logits_to_probs
+from audiollm.generate import Sampling, _rules, generate, logits_to_probs
 from audiollm.model import AudioLanguageModel, ModelConfig
 from audiollm.quantize import quantize
+from audiollm.tasks import Prompt, Template
 from audiollm.vocab import Vocab
 
 VOCAB = Vocab(text_size=32, num_codebooks=3, codebook_size=16)

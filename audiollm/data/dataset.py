@@ -11,26 +11,14 @@ Batch keys (B rows padded on the right to the longest row S):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from audiollm import patterns, tasks
 from audiollm.data.mixture import Source, Stream, eligible
 from audiollm.data.shards import CodeShards
+from audiollm.tasks import TemplateOptions
 from audiollm.vocab import Vocab
-
-
-@dataclass
-class TemplateOptions:
-    """Values the task templates need beyond the record."""
-
-    max_len: int = 1024  # positions per example; longer audio is cropped (asr records are skipped)
-    pattern: str = "delay"  # codebook pattern
-    caption_dropout: float = 0.1  # probability of an empty caption (music/sfx), for classifier-free guidance
-    prompt_prob: float = 0.5  # probability that a tts example carries a voice prompt (if the speaker has one)
-    prompt_seconds: float = 3.0  # longest voice prompt
 
 
 class TaskData:

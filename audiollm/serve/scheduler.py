@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 import torch
 
 from audiollm import patterns
-from audiollm.generate import Prompt, Sampling, decode_step, prefill, sample
+from audiollm.generate import Sampling, decode_step, prefill, sample
 from audiollm.model import AudioLanguageModel, KVCache, rope
+from audiollm.tasks import Prompt
 
 
 class QueueFull(Exception):

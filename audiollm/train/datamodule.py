@@ -8,9 +8,10 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from audiollm.data.dataset import TaskData, TemplateOptions
+from audiollm.data.dataset import TaskData
 from audiollm.data.mixture import Source
 from audiollm.data.sampler import BatchPlan, BatchStream
+from audiollm.tasks import TemplateOptions
 from audiollm.text import load_tokenizer
 from audiollm.vocab import DEFAULT_TASKS, Vocab
 
