@@ -28,3 +28,10 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'audiollm' has no attribute {name!r}")
+
+
+# The first import of a subpackage binds it as an attribute of its parent, which would hide the function
+# `compose` behind the package `audiollm.compose`. So that first import happens here (the package is light
+# until a name is used), and its binding is dropped: `audiollm.compose` is the function in any import order.
+import_module("audiollm.compose")
+del globals()["compose"]

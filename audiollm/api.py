@@ -9,7 +9,6 @@ wav, sr = lm.generate_music("calm piano, slow", duration=8.0, guidance_scale=3.0
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,18 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiollm import audio, patterns, tasks
+from audiollm import audio, tasks
 from audiollm import quantize as quantization
 from audiollm import speculative as speculation
+from audiollm.checkpoint import Checkpoint, CheckpointError
 from audiollm.codecs import Codec, load_codec
-from audiollm.generate import Sampling, generate
-from audiollm.model import AudioLanguageModel
+from audiollm.generate import Generation, Sampling, generate
+from audiollm.model import CONFIG_FILE, AudioLanguageModel
 from audiollm.tasks import Prompt, Template
-from audiollm.text import load_tokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PRETRAINED = {"tiny": ASSETS / "tiny"}  # name -> directory shipped inside the package
 AudioInput = str | Path | tuple[np.ndarray, int]
+AudioResult = (
+    tuple[np.ndarray, int] | list[tuple[np.ndarray, int]]
+)  # float32 audio, sample rate (one per input)
 
 
 def as_waveform(item: tuple[np.ndarray, int], what: str = "audio") -> tuple[torch.Tensor, int]:
@@ -84,13 +86,25 @@ def resolve_device(device: str | None = None, dtype: str | None = None) -> tuple
 class AudioLM:
     """A trained audiollm checkpoint with its text tokenizer and codec, ready for inference."""
 
-    def __init__(self, model: AudioLanguageModel, tokenizer, codec: Codec, config: dict, name: str = ""):
-        self.model, self.tokenizer, self.codec, self.config, self.name = model, tokenizer, codec, config, name
+    def __init__(
+        self,
+        model: AudioLanguageModel,
+        tokenizer,
+        codec: Codec,
+        config: Checkpoint | dict,
+        name: str = "",
+        directory: str | Path | None = None,
+    ):
+        """`config`: the checkpoint's `Checkpoint`, or its config.json dict (checked the same way);
+        `directory`: the checkpoint directory it was loaded from (None: built in memory)."""
+        self.model, self.tokenizer, self.codec, self.name = model, tokenizer, codec, name
+        self.checkpoint = config if isinstance(config, Checkpoint) else Checkpoint.from_dict(config, "config")
+        self.directory = None if directory is None else Path(directory)
+        self.config = self.checkpoint.to_dict()  # the config.json dict
         self.vocab = model.config.vocab
-        self.template = config.get("template", {})
-        self.pattern = self.template.get("pattern", "delay")
-        self.max_len = self.template.get("max_len", 1024)
-        self.tasks = config.get("tasks", list(tasks.TASKS))
+        self.template = self.config["template"]  # TemplateOptions as a dict
+        self.pattern, self.max_len = self.checkpoint.template.pattern, self.checkpoint.template.max_len
+        self.tasks = list(self.checkpoint.tasks)
         self.device = next(model.parameters()).device
         self.decode = generate  # audiollm.generate.generate, or speculative decoding (from_pretrained)
 
@@ -102,7 +116,7 @@ class AudioLM:
         dtype: str | None = None,
         quantize: str | None = None,
         speculative: bool = False,
-    ):
+    ) -> AudioLM:
         """Load a shipped model by name (see `PRETRAINED`) or a checkpoint directory; `quantize="int8"`
         stores its Linear weights as int8 with per-output-channel scales (`audiollm.quantize`);
         `speculative=True` decodes speculatively with its own first layers as the draft (`audiollm.speculative`)."""
@@ -110,7 +124,7 @@ class AudioLM:
             quantization.check_scheme(quantize)
         name = str(name_or_dir)
         directory = PRETRAINED.get(name, Path(name))
-        if not (directory / "config.json").is_file():
+        if not (directory / CONFIG_FILE).is_file():
             if name in PRETRAINED:
                 raise FileNotFoundError(
                     f"the shipped model '{name}' is missing from {directory}; reinstall audiollm"
@@ -118,16 +132,20 @@ class AudioLM:
             raise FileNotFoundError(
                 f"unknown model '{name}': not one of {', '.join(PRETRAINED)} and not a directory with config.json"
             )
-        config = json.loads((directory / "config.json").read_text())
+        checkpoint = Checkpoint.load(directory)
+        if checkpoint.codec is None:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE}: field 'codec' is null: a trunk without a codec (as converted) "
+                "cannot run; fine-tune it on tokenised audio (`audiollm fit`) first"
+            )
         dev, dt = resolve_device(device, dtype)
-        model = AudioLanguageModel.from_pretrained(directory, device=dev).to(dt)
+        model = checkpoint.load_model(directory, device=dev).to(dt)
         if quantize is not None:
             quantization.quantize(model, quantize)
-        tokenizer = load_tokenizer(directory, config.get("text_tokenizer", "sentencepiece"))
-        ref = config["codec"]
-        codec_name = directory / ref["codec"] if (directory / str(ref["codec"])).is_dir() else ref["codec"]
-        options = {"device": str(dev)} | ({"bandwidth": ref["bandwidth"]} if ref.get("bandwidth") else {})
-        lm = cls(model, tokenizer, load_codec(codec_name, **options), config, name)
+        ref = checkpoint.codec
+        options = {"device": str(dev)} | ({"bandwidth": ref.bandwidth} if ref.bandwidth else {})
+        codec = load_codec(ref.source(directory), **options)
+        lm = cls(model, checkpoint.load_tokenizer(directory), codec, checkpoint, name, directory)
         lm.set_speculative(speculative)
         return lm
 
@@ -170,24 +188,33 @@ class AudioLM:
             raise ValueError(f"{what} is too long: {len(ids)} tokens, the limit of this model is {limit}")
         return ids
 
+    def _prompt(
+        self, task: str, ids: list[int] | None = None, codes: torch.Tensor | None = None,
+        voice: torch.Tensor | None = None,
+    ) -> tuple[Prompt, Template]:  # fmt: skip
+        """The task table's inference prompt for this model's vocabulary and pattern."""
+        return tasks.get(task).prompt(self.vocab, self.pattern, ids or [], codes, voice)
+
     def _generate_audio(
-        self, prompts: list[Prompt], seconds: float, seed: int | None, full_length: bool = False, **kwargs
-    ) -> list:
-        """Codes (K, T) per prompt, at most `seconds` long; `full_length`: `<eos>` is held back until then."""
+        self, prompts: list[Prompt], template: Template, seconds: float, seed: int | None,
+        full_length: bool = False, prefix_frames: int = 0, **guidance,
+    ) -> Generation:  # fmt: skip
+        """Generate `seconds` of new audio at most per prompt, after `prefix_frames` frames of the prompt's
+        own (a continuation); `full_length`: `<eos>` is held back until then. `guidance`: uncond and
+        guidance_scale for classifier-free guidance."""
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         room = self.max_len - max(len(p.text) for p in prompts)
-        steps = min(room, patterns.get(self.pattern).num_steps(round(seconds * self.codec.frame_rate),
-                                                                     self.vocab.num_codebooks))  # fmt: skip
+        frames = round(seconds * self.codec.frame_rate)
+        steps = min(room, tasks.audio_steps(self.pattern, self.vocab.num_codebooks, frames, prefix_frames))
         if steps < 1:
             raise ValueError(
                 f"the prompt leaves no room for audio within the model's {self.max_len} positions"
             )
-        out = self.decode(
-            self.model, prompts, template=kwargs.pop("template", Template(start="audio")),
-            sampling=kwargs.pop("sampling", Sampling(temperature=1.0, top_k=50)), max_new_tokens=steps,
-            pattern=self.pattern, generator=generator, min_new_tokens=steps if full_length else 0, **kwargs,
+        return self.decode(
+            self.model, prompts, template=template, sampling=Sampling(temperature=1.0, top_k=50),
+            max_new_tokens=steps, pattern=self.pattern, generator=generator,
+            min_new_tokens=steps if full_length else 0, **guidance,
         )  # fmt: skip
-        return [out.row_audio(b) for b in range(len(prompts))]
 
     # ---- tasks ---------------------------------------------------------------------------------------
     def transcribe(
@@ -221,9 +248,9 @@ class AudioLM:
         texts: list[list[str]] = [[] for _ in items]
         for start in range(0, len(pieces), batch_size):
             group = pieces[start : start + batch_size]
-            prompts = [tasks.asr(self.vocab, self.pattern, c, None).prompt() for _, c in group]
-            room = self.max_len - max(len(p.text) for p in prompts)
-            out = self.decode(self.model, prompts, template=Template(start="text"), sampling=Sampling(temperature=0),
+            prompts = [self._prompt("asr", codes=c) for _, c in group]
+            room = self.max_len - max(len(p.text) for p, _ in prompts)
+            out = self.decode(self.model, [p for p, _ in prompts], template=prompts[0][1], sampling=Sampling(temperature=0),
                            max_new_tokens=max(1, min(room, self.max_len // 4)), pattern=self.pattern)  # fmt: skip
             for b, (i, _) in enumerate(group):
                 ids = [t for t in out.row_text(b) if t < self.vocab.text_size]
@@ -255,7 +282,7 @@ class AudioLM:
         voice_prompt: AudioInput | list[AudioInput | None] | None = None,
         max_seconds: float = 10.0,
         seed: int | None = None,
-    ) -> tuple[np.ndarray, int] | list[tuple[np.ndarray, int]]:
+    ) -> AudioResult:
         """Text -> speech (float32 numpy, sample rate), in the voice of `voice_prompt` when given.
         A list of texts (with one voice prompt for all, or a list of one each) is generated as one batch
         and gives a list of results."""
@@ -263,28 +290,38 @@ class AudioLM:
         texts = _strings(text, "text")
         _positive_seconds(max_seconds, "max_seconds")
         voices = voice_prompt if isinstance(voice_prompt, list) else [voice_prompt] * len(texts)
-        seconds = self.template.get("prompt_seconds", 3.0)
+        seconds = self.checkpoint.template.prompt_seconds
         prompts = [
-            tasks.tts(self.vocab, self.pattern, self._text_ids(t, "text"), None,
-                      None if v is None else self._encode(v, seconds=seconds)).prompt()
+            self._prompt("tts", self._text_ids(t, "text"), voice=None if v is None else self._encode(v, seconds=seconds))
             for t, v in zip(texts, voices, strict=True)
         ]  # fmt: skip
-        results = [self._decode(codes) for codes in self._generate_audio(prompts, max_seconds, seed)]
+        out = self._generate_audio([p for p, _ in prompts], prompts[0][1], max_seconds, seed)
+        results = [self._decode(out.row_audio(b)) for b in range(len(prompts))]
         return results[0] if isinstance(text, str) else results
 
-    def _captioned(
-        self, task: str, caption: str | list[str], duration: float, guidance_scale: float, seed: int | None
-    ):
+    def generate_captioned(
+        self, task: str, caption: str | list[str], duration: float = 4.0, guidance_scale: float = 3.0,
+        seed: int | None = None,
+    ) -> AudioResult:  # fmt: skip
+        """Caption -> audio for a captioned task of the table (music, sfx), with classifier-free guidance;
+        a list of captions is generated as one batch and gives a list of results."""
+        if not tasks.get(task).captioned:
+            raise ValueError(f"{task} is not a captioned task (those are music and sfx)")
         self._require(task)
         captions = _strings(caption, "caption")
         _positive_seconds(duration, "duration")
-        cond = [tasks.captioned(self.vocab, self.pattern, task, self._text_ids(c, "caption"), None).prompt()
-                for c in captions]  # fmt: skip
-        uncond = [tasks.captioned(self.vocab, self.pattern, task, [], None).prompt()] * len(cond)
-        batch = self._generate_audio(  # music and sounds last as long as asked, as MusicGen's do
-            cond, duration, seed, full_length=True, uncond=uncond, guidance_scale=guidance_scale
+        cond = [self._prompt(task, self._text_ids(c, "caption"))[0] for c in captions]
+        uncond, template = self._prompt(task)  # the empty caption
+        out = self._generate_audio(  # music and sounds last as long as asked, as MusicGen's do
+            cond,
+            template,
+            duration,
+            seed,
+            full_length=True,
+            uncond=[uncond] * len(cond),
+            guidance_scale=guidance_scale,
         )
-        results = [self._decode(codes) for codes in batch]
+        results = [self._decode(out.row_audio(b)) for b in range(len(cond))]
         return results[0] if isinstance(caption, str) else results
 
     def generate_music(
@@ -293,10 +330,10 @@ class AudioLM:
         duration: float = 8.0,
         guidance_scale: float = 3.0,
         seed: int | None = None,
-    ):
+    ) -> AudioResult:
         """Caption -> music (float32 numpy, sample rate), with classifier-free guidance; a list of captions
         is generated as one batch and gives a list of results."""
-        return self._captioned("music", caption, duration, guidance_scale, seed)
+        return self.generate_captioned("music", caption, duration, guidance_scale, seed)
 
     def generate_sfx(
         self,
@@ -304,25 +341,21 @@ class AudioLM:
         duration: float = 4.0,
         guidance_scale: float = 3.0,
         seed: int | None = None,
-    ):
+    ) -> AudioResult:
         """Caption -> sound effect (float32 numpy, sample rate), with classifier-free guidance; a list of
         captions is generated as one batch and gives a list of results."""
-        return self._captioned("sfx", caption, duration, guidance_scale, seed)
+        return self.generate_captioned("sfx", caption, duration, guidance_scale, seed)
 
-    def continue_audio(self, clip: AudioInput, duration: float = 4.0, seed: int | None = None):
+    def continue_audio(
+        self, clip: AudioInput, duration: float = 4.0, seed: int | None = None
+    ) -> tuple[np.ndarray, int]:
         """Audio -> the clip followed by `duration` seconds of continuation (float32 numpy, sample rate)."""
         self._require("continue")
         _positive_seconds(duration, "duration")
-        prefix = self._encode(clip)
-        prompt, template = tasks.continuation_prompt(self.vocab, self.pattern, prefix)
-        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        new = round(duration * self.codec.frame_rate)
-        room = self.max_len - len(prompt.text)
-        steps = max(1, min(room, new + self.vocab.num_codebooks))  # the duration asked: <eos> held back
-        out = self.decode(self.model, [prompt], template=template, sampling=Sampling(temperature=1.0, top_k=50),
-                       max_new_tokens=steps, min_new_tokens=steps, pattern=self.pattern,
-                       generator=generator)  # fmt: skip
-        n = int(out.lengths[0])
-        steps = torch.cat([prompt.audio[prompt.is_audio], out.audio[0, :n][out.is_audio[0, :n]]])  # (S, K)
-        codes = patterns.revert(steps.T[None], self.pattern)[0]
-        return self._decode(codes[:, : prefix.shape[-1] + new])
+        prefix = self._encode(clip)  # (K, T0)
+        prompt, template = self._prompt("continue", codes=prefix)
+        out = self._generate_audio(
+            [prompt], template, duration, seed, full_length=True, prefix_frames=prefix.shape[-1]
+        )
+        codes = out.row_audio(0, before=prompt.audio[prompt.is_audio])  # the prefix's steps, then the new
+        return self._decode(codes[:, : prefix.shape[-1] + round(duration * self.codec.frame_rate)])

@@ -14,6 +14,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from audiollm.files import atomic_path
+
 WRITABLE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
@@ -134,10 +136,8 @@ def save(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> 
         data = data[None]
     if data.ndim != 2:
         raise AudioError(path, f"expected audio shaped [C, N] or [N], got {tuple(data.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, format=fmt, subtype="PCM_16")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, format=fmt, subtype="PCM_16")
     return path
 
 

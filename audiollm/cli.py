@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-SHIPPED_CODEC = Path(__file__).resolve().parent / "assets" / "tiny" / "codec"  # the codec of `tiny`
+REPO = Path(__file__).resolve().parents[1]  # the checkout `make setup` installs audiollm from (editable)
 
 
 def _tokenize(args: argparse.Namespace) -> int:
@@ -117,10 +117,10 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_tokenizer(args: argparse.Namespace) -> int:
-    from audiollm.data.manifest import read_manifest
+    from audiollm.data.manifest import manifest_texts
     from audiollm.text import train_sentencepiece
 
-    texts = [t for m in args.manifests for r in read_manifest(m) for t in (r.text, r.caption) if t]
+    texts = manifest_texts(args.manifests)
     tokenizer = train_sentencepiece(texts, args.vocab_size, args.out)
     print(f"wrote {tokenizer.path}: {tokenizer.vocab_size} pieces from {len(texts)} texts")
     return 0
@@ -196,8 +196,13 @@ def _generate(args: argparse.Namespace) -> int:
     elif args.command == "continue":
         wav, sr = lm.continue_audio(args.input, duration=args.duration, seed=args.seed)
     else:
-        make = lm.generate_music if args.command == "music" else lm.generate_sfx
-        wav, sr = make(args.input, duration=args.duration, guidance_scale=args.guidance_scale, seed=args.seed)
+        wav, sr = lm.generate_captioned(
+            args.command,
+            args.input,
+            duration=args.duration,
+            guidance_scale=args.guidance_scale,
+            seed=args.seed,
+        )
     print(f"wrote {audio.save(args.output, wav, sr)} ({wav.shape[-1] / sr:.2f} s at {sr} Hz)")
     return 0
 
@@ -271,135 +276,39 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    """Build a small offline corpus, tokenise it, train the quickstart recipe, evaluate, report."""
-    import data_prep
-    from audiollm.api import AudioLM
-    from audiollm.data.manifest import read_manifest
-    from audiollm.data.shards import tokenize_manifest
-    from audiollm.text import train_sentencepiece
-    from audiollm.train.cli import fit_main
+    """Run recipes/quickstart/pipeline.py of the checkout audiollm is installed from, from any directory."""
+    path = REPO / "recipes" / "quickstart" / "pipeline.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: install audiollm from a checkout of the repository")
+    if str(REPO) not in sys.path:  # recipes/ is a leaf beside audiollm, not installed
+        sys.path.insert(0, str(REPO))
+    from recipes.quickstart import pipeline  # loaded only here, by name
 
-    out, shared, recipe = Path(args.out), Path(args.shared), Path("recipes/quickstart/config.yaml")
-    if not recipe.is_file():
-        raise FileNotFoundError(f"{recipe} not found: run `audiollm quickstart` from the repository root")
-    corpora = {  # folder -> (corpus, source, options)
-        "speech": ("offline-speech", None, {"minutes": args.minutes, "seed": args.seed}),
-        "fsdd": ("fsdd", shared / "fsdd_spoken_digits", {}),
-        "music": ("offline-music", None, {"minutes": args.music_minutes, "seed": args.seed}),
-        "sfx": ("offline-sfx", None, {"minutes": args.sfx_minutes, "seed": args.seed}),
-    }
-    for name, (corpus, src, options) in corpora.items():
-        print(f"[quickstart] prepare {corpus} -> {out / 'data' / name}")
-        data_prep.prepare(corpus, src, out / "data" / name, **options)
-    splits = {name: sorted((out / "data" / name).glob("*.jsonl")) for name in corpora}
-    fit = {name: [m for m in ms if m.stem in ("train", "valid")] for name, ms in splits.items()}
-    codec = _quickstart_codec(args, out, [m for m in fit["speech"] if m.stem == "train"])
-    for name, manifests in (
-        ("speech", fit["speech"] + fit["fsdd"]),
-        ("music", fit["music"]),
-        ("sfx", fit["sfx"]),
-    ):
-        print(f"[quickstart] tokenize {name}")
-        print(tokenize_manifest(manifests, out / "tok" / name, codec).describe())
-    texts = [t for ms in fit.values() for m in ms for r in read_manifest(m) for t in (r.text, r.caption) if t]
-    train_sentencepiece(texts, 512, out / "tokenizer")
-    sources = [
-        {"path": str(out / "tok" / "speech"), "tasks": {"asr": 1.0, "tts": 1.0, "continue": 0.1}},
-        {"path": str(out / "tok" / "music"), "tasks": {"music": 0.1}},
-        {"path": str(out / "tok" / "sfx"), "tasks": {"sfx": 0.1}},
-    ]
-    overrides = {
-        "--data.sources": json.dumps(sources), "--data.tokenizer": str(out / "tokenizer"),
-        "--model.audio_embed_from": codec,  # audio embeddings start from its codebooks (BENCHMARKS "LM pilots")
-        "--trainer.default_root_dir": str(out), "--checkpoint.dirpath": str(out / "checkpoints"),
-        "--trainer.max_steps": str(args.max_steps), "--trainer.max_time": f"00:00:{args.train_minutes:02d}:00",
-        # a loss every 10 steps (every step of a very short run), so the report can draw its curve
-        "--trainer.log_every_n_steps": str(max(1, min(10, args.max_steps // 2))),
-    }  # fmt: skip
-    if fit_main(["--config", str(recipe), *(x for kv in overrides.items() for x in kv)]) != 0:
-        raise RuntimeError("training the LM failed (the error is above)")
-    return _quickstart_report(out, splits, AudioLM.from_pretrained(out / "model"), args.eval_limit)
-
-
-def _quickstart_codec(args: argparse.Namespace, out: Path, speech: list[Path]) -> str:
-    """The codec to tokenise with: `--codec`, or, while no trained codec ships with the package, one trained
-    here by `recipes/codec` for `--codec-minutes` on the corpus's speech (enough to run the pipeline, far
-    too little for good audio)."""
-    from audiollm.train.cli import fit_main
-
-    if Path(args.codec) != SHIPPED_CODEC or SHIPPED_CODEC.is_dir():
-        return args.codec
-    root = out / "codec"
-    if not (root / "checkpoints" / "codec" / "config.json").is_file():
-        print(
-            f"[quickstart] no shipped codec: training recipes/codec for {args.codec_minutes} min into {root}"
-        )
-        overrides = {
-            "--data.train_manifests": json.dumps([str(m) for m in speech]),
-            "--trainer.default_root_dir": str(root), "--checkpoint.dirpath": str(root / "checkpoints"),
-            "--trainer.max_time": f"00:00:{args.codec_minutes:02d}:00",
-        }  # fmt: skip
-        argv = ["--config", "recipes/codec/config.yaml", *(x for kv in overrides.items() for x in kv)]
-        if fit_main(argv) != 0:
-            raise RuntimeError("training the codec failed (the error is above)")
-    return str(root / "checkpoints" / "codec")
-
-
-def _quickstart_report(out: Path, splits: dict, lm, limit: int) -> int:
-    """Evaluate the trained model on held-out splits, write samples and REPORT.md beside it."""
-    from audiollm import audio
-    from audiollm.api import PRETRAINED, AudioLM
-    from audiollm.data.manifest import read_manifest
-    from audiollm.eval.plots import loss_curves, spectrograms
-    from audiollm.eval.suite import evaluate
-
-    tests = {f"{n}/{m.stem}": m for n in ("speech", "fsdd") for m in splits[n] if m.stem.startswith("test")}
-    lines = [f"# quickstart report\n\nModel: `{out / 'model'}`\n"]
-    logs = sorted((out / "csv").glob("version_*/metrics.csv"), key=lambda m: m.stat().st_mtime)
-    if logs:
-        curve = loss_curves(logs[-1], out / "loss.png")
-        lines.append(f"![training and validation loss]({curve.relative_to(out)})\n")
-    for name, manifest in tests.items():
-        report = evaluate("asr", manifest, out / "model", limit=limit)
-        report.write(out / "eval" / f"asr_{name.replace('/', '_')}.json")
-        lines += [f"## ASR on {name}\n", "```", report.table(), "```\n"]
-    speech_test = out / "data" / "speech" / "test.jsonl"
-    report = evaluate("tts", speech_test, out / "model", limit=max(1, limit // 5))
-    report.write(out / "eval" / "tts_speech_test.json")
-    lines += ["## TTS intelligibility (pocketsphinx) on speech/test\n", "```", report.table(), "```\n"]
-    examples = list(read_manifest(speech_test))[:3]
-    models = {"this run's model": (lm, "tts")}
-    if (PRETRAINED["tiny"] / "config.json").is_file():
-        models["the shipped `tiny`"] = (AudioLM.from_pretrained("tiny"), "tiny_tts")
-    for title, (model, prefix) in models.items():
-        lines.append(f"## Samples: {title}, on held-out sentences\n")
-        clips = {}
-        for i, record in enumerate(examples):
-            wav, sr = model.synthesize(record.text, seed=i)
-            path = audio.save(out / "samples" / f"{prefix}_{i}.wav", wav, sr)
-            clips[f'{title}: "{record.text}"'] = (wav, sr)
-            heard = model.transcribe(record.audio)
-            lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
-        picture = spectrograms(clips, out / "samples" / f"{prefix}_spectrograms.png")
-        lines += ["", f"![spectrograms of {title}'s samples]({picture.relative_to(out)})", ""]
-    report_path = out / "REPORT.md"
-    report_path.write_text("\n".join(lines) + "\n")
-    print(f"[quickstart] wrote {report_path}")
-    return 0
+    return pipeline.run(
+        Path(args.out),
+        codec=args.codec,
+        shared=Path(args.shared) if args.shared else None,
+        minutes=args.minutes,
+        music_minutes=args.music_minutes,
+        sfx_minutes=args.sfx_minutes,
+        codec_minutes=args.codec_minutes,
+        max_steps=args.max_steps,
+        train_minutes=args.train_minutes,
+        eval_limit=args.eval_limit,
+        seed=args.seed,
+    )
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "quickstart", help="build an offline corpus, tokenise, train, evaluate (run from the repo)"
+        "quickstart", help="build an offline corpus, tokenise, train, evaluate (recipes/quickstart)"
     )
     p.add_argument("--out", default="runs/quickstart", help="working folder")
+    p.add_argument("--codec", help="codec name or saved codec dir (default: the shipped 16 kHz speech codec)")
     p.add_argument(
-        "--codec",
-        default=str(SHIPPED_CODEC),
-        help="codec name or saved codec dir (default: the shipped 16 kHz speech codec)",
-    )
-    p.add_argument(
-        "--shared", default="../shared/data", help="folder of the real recordings shipped with the repo"
+        "--shared",
+        help="folder of the real recordings shipped with the repo (default: $AUDIOLLM_SHARED_DATA, else "
+        "../shared/data beside the repository)",
     )
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of offline speech to synthesise")
     p.add_argument("--music-minutes", type=float, default=1.0, help="minutes of rendered music21 scores")

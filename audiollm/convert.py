@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from audiollm.checkpoint import Checkpoint
 from audiollm.model import GPT_NEOX, AudioLanguageModel, ModelConfig
 from audiollm.text import HFTokenizer
 from audiollm.vocab import DEFAULT_TASKS, Vocab
@@ -175,9 +176,8 @@ def _pop(weights: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor
 
 
 def convert_gpt_neox(src: str | Path, out: str | Path, **kwargs: Any) -> AudioLanguageModel:
-    """Import `src` (see `from_hf_gpt_neox`) and save it to `out` with its tokenizer.json."""
+    """Import `src` (see `from_hf_gpt_neox`) and save it to `out` with its tokenizer.json: a checkpoint
+    with no codec and no trained task yet, for `audiollm fit` to start from."""
     model, tokenizer = from_hf_gpt_neox(src, **kwargs)
-    model.save_pretrained(out, codec=None)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+    Checkpoint(model.config, text_tokenizer="hf", tasks=()).save(out, model, tokenizer)
     return model

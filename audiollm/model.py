@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiollm.files import atomic_path, atomic_write
 from audiollm.vocab import Vocab
 
 
@@ -188,7 +189,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(c.d_model, (c.n_head + 2 * c.kv_heads) * hd, bias=c.bias)  # [q | k | v]
         self.proj = nn.Linear(c.n_head * hd, c.d_model, bias=c.bias)
 
-    def forward(self, x, rotary, mask=None, cache=None, layer=0, start=0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: Rotary, mask: torch.Tensor | None = None, cache: KVCache | None = None,
+        layer: int = 0, start: int = 0,
+    ) -> torch.Tensor:  # fmt: skip
         c, (B, S, _) = self.config, x.shape
         qkv = self.qkv(x).view(B, S, -1, c.head_dim).transpose(1, 2)  # (B, nh + 2 * nkv, S, hd)
         qk = apply_rope(qkv[:, : c.n_head + c.kv_heads], rotary)  # q and k heads rotated in one call
@@ -241,7 +245,10 @@ class Block(nn.Module):
         self.norm2, self.mlp = make_norm(config), MLP(config)
         self.drop = nn.Dropout(config.dropout) if config.dropout > 0 else None
 
-    def forward(self, x, rotary, mask=None, cache=None, layer=0, start=0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: Rotary, mask: torch.Tensor | None = None, cache: KVCache | None = None,
+        layer: int = 0, start: int = 0,
+    ) -> torch.Tensor:  # fmt: skip
         a = self._drop(self.attn(self.norm1(x), rotary, mask, cache, layer, start))
         if self.parallel:
             return x + a + self._drop(self.mlp(self.norm2(x)))
@@ -326,7 +333,7 @@ class AudioLanguageModel(nn.Module):
 
     def embed(
         self, text: torch.Tensor, audio: torch.Tensor | None = None, is_audio: torch.Tensor | None = None
-    ):
+    ) -> torch.Tensor:
         """Input vectors (B, S, d_model).
 
         text: (B, S) int64 text/special ids (ignored where is_audio); audio: (B, S, K) int64 local codes in
@@ -340,7 +347,10 @@ class AudioLanguageModel(nn.Module):
         frames = F.embedding_bag(rows, self.audio_embed.weight, mode="sum").view(B, S, -1)  # (B, S, d)
         return torch.where(is_audio[..., None], frames, x)
 
-    def trunk(self, x, rotary=None, mask=None, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    def trunk(
+        self, x: torch.Tensor, rotary: Rotary | None = None, mask: torch.Tensor | None = None,
+        cache: KVCache | None = None, start: int = 0,
+    ) -> torch.Tensor:  # fmt: skip
         """Hidden states (B, S, d_model) after the blocks and the final norm.
 
         rotary: `rope(pos, ...)` for this chunk's positions (default: positions 0..S-1); mask: (B, 1, S, L)
@@ -365,7 +375,10 @@ class AudioLanguageModel(nn.Module):
             return self.text_head(h), None
         return self.text_head(h), self.audio_heads(h).unflatten(-1, (v.num_codebooks, v.audio_card))
 
-    def forward(self, text, audio=None, is_audio=None, **trunk_args) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, text: torch.Tensor, audio: torch.Tensor | None = None, is_audio: torch.Tensor | None = None,
+        **trunk_args: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Logits predicting the next position: text (B, S, text_vocab_size), audio (B, S, K, audio_card)."""
         return self.heads(self.trunk(self.embed(text, audio, is_audio), **trunk_args))
 
@@ -373,34 +386,40 @@ class AudioLanguageModel(nn.Module):
         """Text-only input: ids (B, L) int64 -> next-token logits (B, L, text_vocab_size)."""
         return self.text_head(self.trunk(self.embed(ids)))
 
-    def save_pretrained(self, path: str | Path, codec: dict[str, Any] | None = None) -> None:
-        """Write `config.json` (model config, vocabulary, optional codec reference) and `model.safetensors`."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: t.contiguous() for k, t in self.state_dict().items()}
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The state dict as saved: without a tied text head (it is `text_embed`)."""
+        state = self.state_dict()
         if self.config.tie_embeddings:
             del state["text_head.weight"]  # the same tensor as text_embed.weight
-        save_file(state, str(path / "model.safetensors"))
-        config = {"model": self.config.to_dict(), "codec": codec}
-        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return state
+
+    def save_pretrained(self, path: str | Path, codec: dict[str, Any] | None = None) -> None:
+        """Write `config.json` (model config, vocabulary, optional codec reference) and `model.safetensors`:
+        the model part of a checkpoint (`audiollm.checkpoint` writes the whole one)."""
+        save_directory(path, self.weights(), {"model": self.config.to_dict(), "codec": codec})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AudioLanguageModel:
         """Load a directory written by `save_pretrained` (safetensors only; nothing is unpickled)."""
+        config = ModelConfig.from_dict(read_config(path)["model"])
+        return cls.from_weights(config, Path(path) / WEIGHTS_FILE, device)
+
+    @classmethod
+    def from_weights(
+        cls, config: ModelConfig, file: str | Path, device: str | torch.device = "cpu"
+    ) -> AudioLanguageModel:
+        """The model of `config` with the weights of a safetensors `file` (as written from `weights()`;
+        float16 files are widened to float32), in eval mode on `device`."""
         from safetensors.torch import load_file
 
-        path = Path(path)
-        config = ModelConfig.from_dict(read_config(path)["model"])
         with torch.device("meta"):
             model = cls(config)
-        state = load_file(str(path / "model.safetensors"), device=str(device))
+        state = load_file(str(file), device=str(device))
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # shipped as fp16
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         missing = [k for k in missing if not (config.tie_embeddings and k == "text_head.weight")]
         if missing or unexpected:
-            raise ValueError(f"{path / 'model.safetensors'}: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"{file}: missing {missing}, unexpected {unexpected}")
         input_major(model)
         if config.tie_embeddings:
             model.text_head.weight = model.text_embed.weight
@@ -408,9 +427,25 @@ class AudioLanguageModel(nn.Module):
         return model.eval()
 
 
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # the files of a model or codec directory
+
+
+def save_directory(directory: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """Write `state` as `model.safetensors`, then `config` as `config.json` (indented JSON), each renamed
+    into place (`audiollm.files`), so a directory with a config.json holds whole files; returns it."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file({k: t.detach().cpu().contiguous() for k, t in state.items()}, str(tmp))
+    with atomic_write(directory / CONFIG_FILE, "w") as f:
+        f.write(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The parsed `config.json` of a checkpoint directory (keys: model, codec)."""
-    file = Path(path) / "config.json"
+    file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found: expected a directory written by save_pretrained")
     config = json.loads(file.read_text())

@@ -1,7 +1,7 @@
 """Speculative decoding: a cheap draft proposes `gamma` steps, the model checks them in one pass.
 
 A step is a text token, or an audio frame: the text head's choice (another frame, `<eos>`, `<text>`) and
-the codes of the codebooks the pattern gives that step (`audiollm.generate._choose`: the delay pattern's
+the codes of the codebooks the pattern gives that step (`audiollm.generate._as_step`: the delay pattern's
 offsets and its tail after `<eos>`). Each part of a step is checked with the rule that keeps the model's
 distribution: the draft's choice x ~ q stays with probability min(1, p(x)/q(x)), else a draw from the
 residual max(0, p - q) replaces it. The parts of a step are independent given the prefix, so checking each
@@ -18,28 +18,32 @@ with its own final norm and heads (self-speculation; no extra weights).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from audiollm.generate import (
     Generation,
+    Logits,
     Sampling,
-    _advance,
-    _audio_step_limit,
-    _choose,
+    _as_step,
+    _commit,
+    _Decoding,
     _guide,
+    _masked,
+    _result,
     _Rows,
-    _rules,
-    _sequences,
+    _setup,
+    _Step,
+    _step,
     logits_to_probs,
     positions,
     prefill,
 )
-from audiollm.model import AudioLanguageModel, KVCache, attention_mask, rope
+from audiollm.model import AudioLanguageModel, KVCache, Rotary, attention_mask, rope
 from audiollm.tasks import Prompt, Template
 
-GREEDY = Sampling(temperature=0)
 PLAIN_TEMPLATE, PLAIN_SAMPLING = Template(), Sampling()  # the defaults of `audiollm.generate.generate`
 
 
@@ -76,17 +80,26 @@ def check_draft(model: AudioLanguageModel, draft: AudioLanguageModel) -> None:
         raise ValueError(f"the draft's vocabulary differs from the model's (field: (draft, model)): {diff}")
 
 
-def _masked(text_logits, audio_logits, rows: _Rows, rules: dict, eos_ok: bool):
-    """The logits `_choose` draws from: text (B, V) under each row's mode (and `<eos>` rule), audio
-    (B, K, C) with the empty code excluded, or None."""
-    bias = rules["text_mode"]
-    if audio_logits is not None:
-        bias = torch.where(rows.in_audio[:, None], rules["audio_mode"], bias)
-    text = text_logits + (bias if eos_ok else bias + rules["no_eos"])
-    return text, None if audio_logits is None else audio_logits + rules["real_code"]
+class _Proposal(NamedTuple):
+    """A drafted step: the draft's choices and, when sampling, the probabilities it drew them from."""
+
+    tok: torch.Tensor  # (B,) int64
+    q_tok: torch.Tensor | None  # (B, V) float32
+    codes: torch.Tensor | None  # (B * K,) int64, None when no row was in audio
+    q_codes: torch.Tensor | None  # (B * K, C) float32
 
 
-def _draw(logits: torch.Tensor, sampling: Sampling, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+class _Net(NamedTuple):
+    """A model with the RoPE factors (R, 1, L, head_dim) of every slot and its KV cache over them."""
+
+    model: AudioLanguageModel
+    rotary: Rotary
+    cache: KVCache
+
+
+def _draw(
+    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draft choices (N,) from logits (N, V), with their probabilities (N, V) (None when greedy)."""
     if sampling.temperature == 0:
         return logits.argmax(-1), None
@@ -94,7 +107,13 @@ def _draw(logits: torch.Tensor, sampling: Sampling, generator) -> tuple[torch.Te
     return torch.multinomial(q, 1, generator=generator)[:, 0], q
 
 
-def _check(logits, q, x, sampling: Sampling, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _check(
+    logits: torch.Tensor,
+    q: torch.Tensor | None,
+    x: torch.Tensor,
+    sampling: Sampling,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The speculative-sampling rule on N parts: logits (N, V) of the model, draft probs q (N, V) and draft
     choices x (N,) -> accepted (N,) bool and the kept value (N,): x, or a draw from max(0, p - q)."""
     if sampling.temperature == 0:
@@ -108,113 +127,126 @@ def _check(logits, q, x, sampling: Sampling, generator) -> tuple[torch.Tensor, t
     return ok, torch.where(ok, x, torch.multinomial(residual, 1, generator=generator)[:, 0])
 
 
-def _one_hot(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Logits (N, size) whose argmax is x (N,): 0 there, -inf elsewhere."""
-    return torch.full((*x.shape, size), float("-inf"), device=x.device).scatter(-1, x[:, None], 0.0)
+def _feed(net: _Net, run: _Decoding, lo: int, hi: int, audio_heads: bool) -> Logits:
+    """Feed slots [lo, hi) into the net's cache; logits of every position: text (R, hi - lo, V), audio
+    (R, hi - lo, K, C) or None."""
+    text, audio, is_audio = (b[:, lo:hi] for b in (run.text, run.audio, run.is_audio))
+    mask = attention_mask(run.valid[:, :hi], torch.arange(lo, hi, device=run.valid.device))
+    x = net.model.embed(text, audio, is_audio)
+    h = net.model.trunk(x, rotary=net.rotary.at(lo, hi), mask=mask, cache=net.cache, start=lo)
+    return net.model.heads(h, audio=audio_heads)
 
 
-def _step(tok, codes, rows: _Rows, rules: dict):
-    """`_choose` applied to already chosen values tok (B,) and codes (B, K) or None: the step it writes."""
-    C = rules["real_code"].shape[0]
-    audio = None if codes is None else _one_hot(codes.flatten(), C).view(*codes.shape, C)
-    return _choose(_one_hot(tok, rules["text_mode"].shape[0]), audio, rows, rules, GREEDY, None, True)
-
-
-def _write(bufs, j: int, B: int, step, vocab) -> None:
-    """Write step (tok (B,), codes (B, K) or None, frame (B,) or None) at slot j of the B rows and their
-    unconditional twins."""
-    text, audio, is_audio = bufs
-    tok, codes, frame = step
-    if frame is None:
-        frame, codes = (
-            torch.zeros_like(tok, dtype=torch.bool),
-            torch.full_like(audio[:B, 0], vocab.empty_code),
-        )
-    values = [(text, torch.where(frame, vocab.pad, tok)), (is_audio, frame)]
-    values += [(audio, torch.where(frame[:, None], codes, vocab.empty_code))]
-    for buf, x in values:
-        buf.view(buf.shape[0] // B, B, *buf.shape[1:])[:, :, j] = x
-
-
-def _run(model, bufs, valid, rotary, lo: int, hi: int, cache: KVCache, audio_heads: bool):
-    """Feed slots [lo, hi) into cache; logits of every position: text (R, hi - lo, V), audio or None."""
-    text, audio, is_audio = (b[:, lo:hi] for b in bufs)
-    mask = attention_mask(valid[:, :hi], torch.arange(lo, hi, device=valid.device))
-    h = model.trunk(
-        model.embed(text, audio, is_audio), rotary=rotary.at(lo, hi), mask=mask, cache=cache, start=lo
-    )
-    return model.heads(h, audio=audio_heads)
-
-
-def _part(logits, g: int, B: int, scale: float, rows: _Rows):
+def _part(logits: Logits, g: int, run: _Decoding, rows: _Rows) -> Logits:
     """Position g of chunk logits, guided, with the audio heads only while some row is in audio."""
-    text, audio = _guide((logits[0][:, g], None if logits[1] is None else logits[1][:, g]), B, scale)
+    text, audio = _guide(
+        (logits[0][:, g], None if logits[1] is None else logits[1][:, g]), run.B, run.guidance_scale
+    )
     return text, audio if bool(rows.in_audio.any()) else None
 
 
-def _cat(a, b):
+def _cat(a: Logits, b: Logits) -> Logits:
     """Chunk logits a then b along positions; audio only when both have it."""
     audio = None if a[1] is None or b[1] is None else torch.cat([a[1], b[1]], 1)
     return torch.cat([a[0], b[0]], 1), audio
 
 
-def _propose(draft, logits, bufs, valid, rotary, cache, rows: _Rows, n: int, G: int, ctx: dict):
-    """Draft steps n .. n+G-1 on a copy of rows, written into bufs; per step (x_tok, q_tok, x_codes, q_codes)
-    and whether any row was in audio at any of them."""
-    B, S, rules, sampling = ctx["B"], ctx["S"], ctx["rules"], ctx["sampling"]
+def _draft_step(run: _Decoding, rows: _Rows, logits: Logits, i: int) -> tuple[_Step, _Proposal]:
+    """The draft's step i from its guided logits, as `audiollm.generate._choose` draws one."""
+    text, audio = _masked(logits, rows, run.rules, eos_ok=i >= run.min_new_tokens)
+    tok, q_tok = _draw(text, run.sampling, run.generator)
+    codes, q_codes = (
+        (None, None) if audio is None else _draw(audio.flatten(0, 1), run.sampling, run.generator)
+    )
+    step = _as_step(tok, None if codes is None else codes.view(run.B, -1), rows, run.rules)
+    return step, _Proposal(tok, q_tok, codes, q_codes)
+
+
+def _propose(
+    draft: _Net, logits: Logits, run: _Decoding, rows: _Rows, n: int, G: int
+) -> tuple[list[_Proposal], bool]:
+    """Draft steps n .. n+G-1 from the draft's chunk logits (predicting step n last), on a copy of rows,
+    written into the buffers; returns them and whether any row was in audio at any of them."""
     trial = _Rows(**{k: v.clone() for k, v in vars(rows).items()})
     proposals, any_audio = [], bool(rows.in_audio.any())
     for g in range(G):
         i = n + g
-        part = _part(logits, -1, B, ctx["scale"], trial)
-        text, audio = _masked(*part, trial, rules, i >= ctx["min_new_tokens"])
-        x_tok, q_tok = _draw(text, sampling, ctx["generator"])
-        x_codes, q_codes = (
-            (None, None) if audio is None else _draw(audio.flatten(0, 1), sampling, ctx["generator"])
-        )
-        step = _step(x_tok, None if x_codes is None else x_codes.view(B, -1), trial, rules)
-        _advance(trial, step[0], step[2], rules, i)
-        _write(bufs, S + i, B, step, ctx["vocab"])
-        proposals.append((x_tok, q_tok, x_codes, q_codes))
+        step, proposal = _draft_step(run, trial, _part(logits, -1, run, trial), i)
+        _commit(run, trial, step, i)
+        proposals.append(proposal)
         any_audio |= bool(trial.in_audio.any())
         if g < G - 1:
-            logits = _run(draft, bufs, valid, rotary, S + i, S + i + 1, cache, bool(trial.in_audio.any()))
+            logits = _feed(draft, run, run.S + i, run.S + i + 1, bool(trial.in_audio.any()))
     return proposals, any_audio
 
 
-def _accept(logits, proposals, bufs, rows: _Rows, n: int, ctx: dict) -> tuple[int, int]:
-    """Check the drafted steps against the model's logits (R, G + 1, ...) and commit into rows and bufs
-    those every row accepted, then the first corrected step (or the model's own next one).
+def _verify(run: _Decoding, rows: _Rows, logits: Logits, proposal: _Proposal, i: int) -> tuple[_Step, bool]:
+    """Check drafted step i against the model's guided logits: the step to write (the draft's, or where a
+    row rejects a part, the corrected one) and whether every row accepted it."""
+    text, audio = _masked(logits, rows, run.rules, eos_ok=i >= run.min_new_tokens)
+    ok_row, tok = _check(text, proposal.q_tok, proposal.tok, run.sampling, run.generator)
+    codes = ok_codes = None
+    if audio is not None:
+        checked = _check(audio.flatten(0, 1), proposal.q_codes, proposal.codes, run.sampling, run.generator)
+        ok_codes, codes = (x.view(run.B, -1) for x in checked)  # (B, K)
+    ok_row |= (rows.tail > 0) & ~rows.done  # a tail step's text is fixed, not chosen
+    step = _as_step(tok, codes, rows, run.rules)
+    if step.frame is not None:  # a frame is accepted when every code it writes is
+        writes = step.frame[:, None] & (step.codes != run.rules.empty_code)  # (B, K)
+        ok_row &= ~(writes & ~ok_codes).any(-1)
+    return step, bool((ok_row | rows.done).all())
+
+
+def _accept(
+    logits: Logits, proposals: list[_Proposal], run: _Decoding, rows: _Rows, n: int
+) -> tuple[int, int]:
+    """Check the drafted steps against the model's chunk logits (R, G + 1, ...) and commit into rows and
+    the buffers those every row accepted, then the first corrected step (or the model's own next one).
     Returns (steps written, drafted steps accepted)."""
-    B, S, rules, sampling, generator = ctx["B"], ctx["S"], ctx["rules"], ctx["sampling"], ctx["generator"]
-    accepted = 0
-    for g in range(len(proposals) + 1):
-        i, eos_ok = n + g, n + g >= ctx["min_new_tokens"]
-        text, audio = _part(logits, g, B, ctx["scale"], rows)
-        ok = False
-        if g == len(proposals):  # every draft accepted: the model's own next step
-            step = _choose(text, audio, rows, rules, sampling, generator, eos_ok)
-        else:
-            x_tok, q_tok, x_codes, q_codes = proposals[g]
-            text, audio = _masked(text, audio, rows, rules, eos_ok)
-            ok_row, tok = _check(text, q_tok, x_tok, sampling, generator)
-            codes = None
-            if audio is not None:
-                ok_codes, codes = (
-                    x.view(B, -1) for x in _check(audio.flatten(0, 1), q_codes, x_codes, sampling, generator)
-                )
-            ok_row |= (rows.tail > 0) & ~rows.done  # a tail step's text is fixed, not chosen
-            step = _step(tok, codes, rows, rules)
-            if step[2] is not None:  # a frame is accepted when every code it writes is
-                writes = step[2][:, None] & (step[1] != ctx["vocab"].empty_code)  # (B, K)
-                ok_row &= ~(writes & ~ok_codes).any(-1)
-            ok = bool((ok_row | rows.done).all())
-        _advance(rows, step[0], step[2], rules, i)
-        _write(bufs, S + i, B, step, ctx["vocab"])
-        accepted += ok
+    for g, proposal in enumerate(proposals):
+        step, ok = _verify(run, rows, _part(logits, g, run, rows), proposal, n + g)
+        _commit(run, rows, step, n + g)
         if not ok or bool(rows.done.all()):
-            return g + 1, accepted
-    raise AssertionError("unreachable: the last step is never accepted")
+            return g + 1, g + ok
+    G = len(proposals)  # every draft accepted: the model's own next step
+    _step(run, rows, _part(logits, G, run, rows), n + G)
+    return G + 1, G
+
+
+def _round(
+    model: _Net,
+    draft: _Net,
+    run: _Decoding,
+    rows: _Rows,
+    n: int,
+    G: int,
+    fed: int,
+    first: tuple[Logits, Logits] | None,
+) -> tuple[int, int]:
+    """One round from step n: the draft (its cache valid below slot `fed`) proposes G steps, the model
+    checks them in one pass. `first`: the prefills' logits (model, draft) in round 0, else None.
+    Returns (steps written, drafted steps accepted)."""
+    S = run.S
+    d_logits = first[1] if first is not None else _feed(draft, run, fed, S + n, bool(rows.in_audio.any()))
+    proposals, any_audio = _propose(draft, d_logits, run, rows, n, G)
+    lo = S + n - 1 if n > 0 else S  # the last written step's slot, whose output predicts step n
+    logits = _feed(model, run, lo, S + n + G, any_audio) if S + n + G > lo else None
+    if first is not None:
+        logits = first[0] if logits is None else _cat(first[0], logits)
+    return _accept(logits, proposals, run, rows, n)
+
+
+def _net(model: AudioLanguageModel, run: _Decoding) -> tuple[_Net, Logits]:
+    """The model with RoPE factors and a cache over the run's slots, and its prefill's logits: text
+    (R, 1, V), audio (R, 1, K, C) predicting step 0."""
+    (R, L), param = run.text.shape, next(model.parameters())
+    net = _Net(
+        model,
+        rope(positions(run.valid), model.config, param.dtype),
+        KVCache(model.config, R, L, param.dtype, param.device),
+    )
+    first = prefill(model, *run.prompt(), net.cache)
+    return net, (first[0][:, None], None if first[1] is None else first[1][:, None])
 
 
 @torch.inference_mode()
@@ -240,54 +272,25 @@ def generate(
     round. Greedy: the same tokens; sampling: the same distribution. `stats`, when given, receives
     `drafted` and `accepted` step counts and `rounds`."""
     check_draft(model, draft)
-    vocab, B, K = model.config.vocab, len(prompts), model.config.vocab.num_codebooks
+    B = len(prompts)
     if gamma < 1 or max_new_tokens < 1 or (uncond is not None and len(uncond) != B):
         raise ValueError(
             f"need gamma >= 1, max_new_tokens >= 1 and one uncond prompt per prompt; got gamma={gamma}, "
             f"max_new_tokens={max_new_tokens}, {B} prompts, {None if uncond is None else len(uncond)} uncond"
         )
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    S = max(len(p.text) for p in prompts + (uncond or []))
-    text, audio, is_audio, valid = _sequences(prompts + (uncond or []), max_new_tokens, vocab, device)
-    bufs, (R, L) = (text, audio, is_audio), text.shape
-    max_audio = _audio_step_limit(max_new_tokens, max_seconds, frame_rate, pattern, K)
-    rules = _rules(vocab, template, K, pattern, max_audio, device)
-    rows = _Rows(
-        in_audio=torch.full((B,), template.start == "audio", device=device),
-        audio_step=torch.full((B,), template.first_audio_step, device=device),
-        done=torch.zeros(B, dtype=torch.bool, device=device),
-        lengths=torch.zeros(B, dtype=torch.long, device=device),
-        tail=torch.zeros(B, dtype=torch.long, device=device),
-    )
-    ctx = dict(B=B, S=S, rules=rules, sampling=sampling, generator=generator, vocab=vocab)
-    ctx |= dict(scale=guidance_scale, min_new_tokens=min_new_tokens)
-    nets = (model, draft)
-    rotary = [rope(positions(valid), m.config, dtype) for m in nets]
-    caches = [KVCache(m.config, R, L, dtype, device) for m in nets]
-    first = [
-        tuple(x[:, None] for x in prefill(m, text[:, :S], audio[:, :S], is_audio[:, :S], valid[:, :S], c))
-        for m, c in zip(nets, caches, strict=True)
-    ]  # per net: text (R, 1, V), audio (R, 1, K, C) predicting step 0
-    n, fed, drafted, accepted, rounds = 0, S, 0, 0, 0  # draft cache valid below slot `fed`
+    run, rows = _setup(
+        model, prompts, uncond, template=template, sampling=sampling, max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens, max_seconds=max_seconds, frame_rate=frame_rate, pattern=pattern,
+        guidance_scale=guidance_scale, generator=generator,
+    )  # fmt: skip
+    (target, first), (drafter, d_first) = _net(model, run), _net(draft, run)
+    n, fed, drafted, accepted, rounds = 0, run.S, 0, 0, 0  # draft cache valid below slot `fed`
     while n < max_new_tokens and not bool(rows.done.all()):
         G = min(gamma, max_new_tokens - n - 1)
-        heads = bool(rows.in_audio.any())
-        d_logits = first[1] if n == 0 else _run(draft, bufs, valid, rotary[1], fed, S + n, caches[1], heads)
-        proposals, any_audio = _propose(draft, d_logits, bufs, valid, rotary[1], caches[1], rows, n, G, ctx)
-        lo = S + n - 1 if n > 0 else S  # the last written step's slot, whose output predicts step n
-        logits = (
-            _run(model, bufs, valid, rotary[0], lo, S + n + G, caches[0], any_audio)
-            if S + n + G > lo
-            else None
-        )
-        if n == 0:
-            logits = first[0] if logits is None else _cat(first[0], logits)
-        written, ok = _accept(logits, proposals, bufs, rows, n, ctx)
-        fed = min(S + n + max(G - 1, 0), S + n + ok)
+        firsts = (first, d_first) if n == 0 else None
+        written, ok = _round(target, drafter, run, rows, n, G, fed, firsts)
+        fed = min(run.S + n + max(G - 1, 0), run.S + n + ok)
         n, drafted, accepted, rounds = n + written, drafted + G, accepted + ok, rounds + 1
     if stats is not None:
         stats.update(drafted=drafted, accepted=accepted, rounds=rounds)
-    rows.lengths = torch.where(rows.done, rows.lengths, n)
-    N = int(rows.lengths.max())
-    out = (text[:B, S : S + N], audio[:B, S : S + N], is_audio[:B, S : S + N])
-    return Generation(*out, lengths=rows.lengths, pattern=pattern, vocab=vocab)
+    return _result(run, rows, n, [])

@@ -10,10 +10,16 @@ AUDIO is a clip's codes laid out in steps by a codebook pattern (`audiollm.patte
 `audiollm.generate`: the text head at position p predicts p+1's token, or `<audio>` when p+1 is an audio
 step; the K audio heads at p predict p+1's codes (empty codes are never trained). A prompt for inference
 is the same template cut where generation starts, so training and inference share one definition.
+
+`TABLE` holds one `Task` per name: the record field it reads, what it writes, its training sequence, its
+inference prompt, and the positions its template adds to the record's audio (batch planning). Data, eval,
+the API and the server ask the table instead of branching on task names.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +27,6 @@ import torch
 
 from audiollm import patterns
 from audiollm.vocab import Vocab
-
-AUDIO_OUTPUT_TASKS = ("tts", "music", "sfx", "continue")
-TASKS = ("asr", *AUDIO_OUTPUT_TASKS)
 
 
 @dataclass
@@ -89,6 +92,9 @@ class Sequence:
         ] = []  # (text (n,), audio (n, K), is_audio (n,), learn (n,))
         self.stop: int | None = None  # the position trained to predict `<eos>` (the end of generated audio)
 
+    def __len__(self) -> int:
+        return sum(len(part[0]) for part in self.parts)
+
     def tokens(self, ids: list[int], learn: bool = False) -> Sequence:
         n, K = len(ids), self.vocab.num_codebooks
         audio = torch.full((n, K), self.vocab.empty_code, dtype=torch.long)
@@ -104,7 +110,7 @@ class Sequence:
         """Generated audio codes (K, T), trained, then `<eos>`. The end is decided where codebook 0 would
         begin frame T (`patterns.next_frame_step`), the step generation can see; the pattern's tail (delay:
         the last frames' upper codebooks) follows that decision, so `<eos>` after it is not trained again."""
-        start = sum(len(part[0]) for part in self.parts)
+        start = len(self)
         self.audio(codes, learn=True)
         K, T = codes.shape
         self.stop = start + patterns.next_frame_step(T, K, self.pattern) - 1
@@ -174,10 +180,7 @@ def continuation(vocab: Vocab, pattern: str, codes: torch.Tensor) -> Sequence:
 def continuation_prompt(vocab: Vocab, pattern: str, codes: torch.Tensor) -> tuple[Prompt, Template]:
     """Prefix codes (K, T) as a prompt cut at the step where frame T would begin; generation resumes the
     pattern there (for delay, the upper codebooks of the last K-1 prefix frames are generated anew)."""
-    K, T = codes.shape
-    n = patterns.next_frame_step(T, K, pattern)
-    seq = _start(vocab, pattern, "continue").tokens([vocab.audio]).audio(codes, steps=n)
-    return seq.prompt(), Template(start="audio", first_audio_step=n)
+    return TABLE["continue"].prompt(vocab, pattern, [], codes)
 
 
 def _audio_output(seq: Sequence, vocab: Vocab, codes: torch.Tensor | None) -> Sequence:
@@ -201,3 +204,110 @@ def crop(codes: torch.Tensor, frames: int, rng: np.random.Generator) -> torch.Te
         return codes
     start = int(rng.integers(T - frames + 1))
     return codes[:, start : start + frames]
+
+
+def audio_steps(pattern: str, K: int, frames: int, prefix_frames: int = 0) -> int:
+    """Pattern steps that generate `frames` whole frames after a prompt cut where frame `prefix_frames`
+    begins (`continuation_prompt`; 0 for a fresh clip)."""
+    return patterns.get(pattern).num_steps(prefix_frames + frames, K) - patterns.next_frame_step(
+        prefix_frames, K, pattern
+    )
+
+
+# ---- the task table ------------------------------------------------------------------------------------
+# A layout turns a record into a sequence: (vocab, pattern, ids of the field the task reads, codes (K, T) of
+# the record's audio, voice prompt codes (K, Tp) or None) -> Sequence. `train` lays out the whole record;
+# `infer` the prompt generation continues (codes: the audio the task reads, or None when it writes them).
+Layout = Callable[[Vocab, str, list[int], torch.Tensor | None, torch.Tensor | None], Sequence]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: what a record must carry, what is trained, and how its sequences are laid out."""
+
+    name: str
+    reads: str | None  # the record field the template holds as text ids ("text", "caption") or None
+    writes: str  # "text": the transcript is trained, the audio is input (never cropped); "audio": the clip is
+    captioned: bool  # its text is a caption, dropped with `TemplateOptions.caption_dropout` (for CFG)
+    voice: bool  # a training example may carry a voice prompt from the same speaker
+    train: Layout
+    infer: Layout
+
+    def prompt(
+        self, vocab: Vocab, pattern: str, ids: list[int], codes: torch.Tensor | None = None,
+        voice: torch.Tensor | None = None,
+    ) -> tuple[Prompt, Template]:  # fmt: skip
+        """The inference prompt and the template of what generation writes first."""
+        seq = self.infer(vocab, pattern, ids, codes, voice)
+        if self.writes == "text":
+            return seq.prompt(), Template(start="text")
+        first = (
+            0 if codes is None else patterns.next_frame_step(codes.shape[-1], vocab.num_codebooks, pattern)
+        )
+        return seq.prompt(), Template(start="audio", first_audio_step=first)
+
+    def steps(self, pattern: str, K: int, frames: int, codes: torch.Tensor | None = None) -> int:
+        """Audio steps generation needs for `frames` new whole frames after this task's prompt."""
+        return audio_steps(pattern, K, frames, 0 if codes is None else codes.shape[-1])
+
+    def fixed(self, vocab: Vocab, pattern: str, n_ids: int, voice_frames: int = 0) -> int:
+        """Positions of a training sequence besides its record's audio steps: the sequence is that plus
+        `num_steps(T)` for T frames of audio (with `n_ids` text ids and a voice prompt of `voice_frames`)."""
+        return _fixed(self.name, vocab, pattern, n_ids, voice_frames)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed(task: str, vocab: Vocab, pattern: str, n_ids: int, voice_frames: int) -> int:
+    """`Task.fixed`, measured on the task's own layout of a one-frame clip (so it cannot drift from it)."""
+    K = vocab.num_codebooks
+    voice = torch.zeros(K, voice_frames, dtype=torch.long) if voice_frames else None
+    seq = TABLE[task].train(vocab, pattern, [vocab.pad] * n_ids, torch.zeros(K, 1, dtype=torch.long), voice)
+    return len(seq) - patterns.get(pattern).num_steps(1, K)
+
+
+def _continuation_infer(vocab: Vocab, pattern: str, ids: list[int], codes, voice) -> Sequence:
+    K, T = codes.shape
+    return (
+        _start(vocab, pattern, "continue")
+        .tokens([vocab.audio])
+        .audio(codes, steps=patterns.next_frame_step(T, K, pattern))
+    )
+
+
+def _captioned_task(name: str) -> Task:
+    def train(vocab: Vocab, pattern: str, ids: list[int], codes, voice) -> Sequence:
+        return captioned(vocab, pattern, name, ids, codes)
+
+    def infer(vocab: Vocab, pattern: str, ids: list[int], codes, voice) -> Sequence:
+        return captioned(vocab, pattern, name, ids, None)
+
+    return Task(name, "caption", "audio", captioned=True, voice=False, train=train, infer=infer)
+
+
+TABLE: dict[str, Task] = {
+    "asr": Task(
+        "asr", "text", "text", captioned=False, voice=False,
+        train=lambda v, p, ids, codes, voice: asr(v, p, codes, ids),
+        infer=lambda v, p, ids, codes, voice: asr(v, p, codes, None),
+    ),
+    "tts": Task(
+        "tts", "text", "audio", captioned=False, voice=True,
+        train=lambda v, p, ids, codes, voice: tts(v, p, ids, codes, voice),
+        infer=lambda v, p, ids, codes, voice: tts(v, p, ids, None, voice),
+    ),
+    "music": _captioned_task("music"),
+    "sfx": _captioned_task("sfx"),
+    "continue": Task(
+        "continue", None, "audio", captioned=False, voice=False,
+        train=lambda v, p, ids, codes, voice: continuation(v, p, codes), infer=_continuation_infer,
+    ),
+}  # fmt: skip
+TASKS = tuple(TABLE)  # the order of the `task` index in batches
+AUDIO_OUTPUT_TASKS = tuple(name for name, t in TABLE.items() if t.writes == "audio")
+
+
+def get(name: str) -> Task:
+    """The task called `name`; an unknown name is an error that lists the known ones."""
+    if name not in TABLE:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TABLE)}")
+    return TABLE[name]

@@ -25,7 +25,8 @@ from typing import Protocol, TypeVar
 from tqdm import tqdm
 
 from audiollm.audio import AudioError, info
-from audiollm.data.manifest import Record, write_jsonl
+from audiollm.data.manifest import Record, record_seconds, write_jsonl
+from audiollm.files import atomic_write
 
 SPLIT_ORDER = ("train", "valid", "test", "test_unseen")
 J = TypeVar("J", bound="Job")
@@ -275,19 +276,20 @@ def finished(out_dir: Path, fingerprint: dict) -> Path | None:
 
 
 def probe_all(items: Iterable[Record | Reject], desc: str) -> tuple[list[Record], list[Reject]]:
-    """Fill each record's duration from its audio header; unusable audio becomes a Reject."""
+    """Fill each record's duration from its audio header; unusable audio (or none after `start`) becomes a
+    Reject."""
     records, rejects = [], []
     for item in tqdm(items, desc=desc, unit="rec", disable=None):
         if isinstance(item, Reject):
             rejects.append(item)
             continue
         try:
-            length = probe(item.audio)
+            seconds = record_seconds(item)
         except AudioError as e:
             rejects.append(Reject(item.id, item.audio, e.problem))
             continue
         if item.duration is None:
-            item.duration = round(length - item.start, 3)
+            item.duration = round(seconds, 3)
         records.append(item)
     return records, rejects
 
@@ -316,9 +318,8 @@ def finish(out_dir: Path, records: list[Record], rejects: list[Reject], fingerpr
         "hours": round(sum(r.duration or 0.0 for r in records) / 3600, 4),
         "fingerprint": fingerprint,
     }
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / "summary.json")
+    with atomic_write(out_dir / "summary.json", "w") as f:
+        f.write(json.dumps(summary, indent=1) + "\n")
     return out_dir / main
 
 

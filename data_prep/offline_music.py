@@ -36,6 +36,7 @@ import numpy as np
 
 from audiollm.audio import AudioError, load, save
 from audiollm.data.manifest import Record
+from audiollm.files import atomic_write
 from data_prep.common import (
     BadInput,
     builder_fingerprint,
@@ -191,9 +192,8 @@ def render(clip: Clip) -> float:
         save(clip.path, _shaped(wav, clip), SAMPLE_RATE)
         meta = {**asdict(clip), "path": clip.path.name, "key": key, "mode": mode}
         meta["caption"] = caption(meta)
-        tmp_meta = meta_path.with_name(f".{meta_path.name}.tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        tmp_meta.replace(meta_path)
+        with atomic_write(meta_path, "w") as f:
+            f.write(json.dumps(meta, indent=1) + "\n")
     return probe(clip.path)
 
 

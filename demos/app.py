@@ -8,6 +8,7 @@ imported here and nowhere in `audiollm`; the `audiollm demo` command loads this 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 import gradio as gr
@@ -22,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from audiollm import audio
-from audiollm import compose as composition
-from audiollm.api import PRETRAINED, AudioLM
+from audiollm.api import AudioLM
+
+composition = import_module("audiollm.compose")  # the package (`audiollm.compose` is its function compose)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AUDIOLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -201,18 +204,17 @@ def _script(text: str) -> composition.Script:
 def model_card(lm: AudioLM) -> str:
     """Markdown about the model: `MODEL_CARD.md` from its directory when there is one, else a summary of
     its config.json (tasks, size, codec)."""
-    directory = PRETRAINED.get(lm.name, Path(lm.name)) if lm.name else None
-    if directory is not None and (directory / "MODEL_CARD.md").is_file():
-        return (directory / "MODEL_CARD.md").read_text()
-    m, codec = lm.config.get("model", {}), lm.config.get("codec") or {}
+    if lm.directory is not None and (lm.directory / "MODEL_CARD.md").is_file():
+        return (lm.directory / "MODEL_CARD.md").read_text()
+    m, codec = lm.checkpoint.model, lm.checkpoint.codec
     return "\n".join(
         [
             f"## {lm.name or 'model'}",
             "",
             f"- trained for: {', '.join(lm.tasks)}",
-            f"- transformer: {m.get('n_layer')} layers, {m.get('n_head')} heads, width {m.get('d_model')}, "
+            f"- transformer: {m.n_layer} layers, {m.n_head} heads, width {m.d_model}, "
             f"{lm.model.num_params() / 1e6:.2f} M parameters",
-            f"- codec: {codec.get('codec')} ({lm.vocab.num_codebooks} codebooks, {lm.codec.frame_rate} "
+            f"- codec: {codec.codec if codec else None} ({lm.vocab.num_codebooks} codebooks, {lm.codec.frame_rate} "
             f"frames/s, {lm.codec.sample_rate} Hz)",
             f"- codebook pattern: {lm.pattern}; context: {lm.max_len} positions",
             "",
@@ -352,7 +354,25 @@ def serve(
     return app
 
 
-if __name__ == "__main__":  # `python demos/app.py [--model M] ...` is `audiollm demo [--model M] ...`
-    from audiollm.cli import main
+def main(argv: list[str] | None = None) -> int:
+    """`python demos/app.py [--model M] ...`: `serve` with the options of `audiollm demo` (this leaf does not
+    import the CLI); an option left out takes `serve`'s default, an expected failure is one line on stderr."""
+    parser = argparse.ArgumentParser(
+        description="Launch the audiollm Gradio demo.", argument_default=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--model", help="shipped model name or a trained checkpoint directory (default: tiny)"
+    )
+    parser.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    parser.add_argument("--host", help="address to bind (0.0.0.0 serves the network)")
+    parser.add_argument("--port", type=int, help="port to listen on")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    try:
+        serve(**vars(parser.parse_args(argv)))
+    except (ValueError, RuntimeError, OSError) as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    return 0
 
-    sys.exit(main(["demo", *sys.argv[1:]]))
+
+if __name__ == "__main__":
+    sys.exit(main())

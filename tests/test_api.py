@@ -36,6 +36,19 @@ def test_synthesize_music_and_continue_return_audio(lm, shared_data):
     assert len(cont) > len(audio.load(clip, 24000)[0][0]) - 400
 
 
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+def test_continue_audio_adds_the_duration_asked_under_every_pattern(lm, shared_data, pattern):
+    """The continuation's step budget comes from the task table: flatten needs K steps a frame, delay
+    K - 1 more than frames (a budget of frames + K gave flatten about K times too little audio)."""
+    config = lm.config | {"template": {**lm.template, "pattern": pattern}}
+    as_pattern = AudioLM(lm.model, lm.tokenizer, lm.codec, config)
+    clip = shared_data / "fsdd_spoken_digits" / "recordings" / "2_theo_5.wav"
+    frames = lm._encode(clip).shape[-1]
+    cont, sr = as_pattern.continue_audio(clip, duration=0.2, seed=0)
+    hop = sr / lm.codec.frame_rate  # samples per code frame
+    assert len(cont) == (frames + round(0.2 * lm.codec.frame_rate)) * hop
+
+
 def test_errors_name_the_problem(lm):
     with pytest.raises(FileNotFoundError, match="unknown model 'nope': not one of tiny"):
         AudioLM.from_pretrained("nope")

@@ -32,14 +32,18 @@ def scene(shared_data) -> dict:
 def count_calls(lm, monkeypatch) -> dict[str, list[int]]:
     """Wrap the model's generation methods; returns task -> batch sizes of the calls made."""
     calls: dict[str, list[int]] = {"tts": [], "music": [], "sfx": []}
-    for task, name in (("tts", "synthesize"), ("music", "generate_music"), ("sfx", "generate_sfx")):
-        original = getattr(lm, name)
+    synthesize, captioned = lm.synthesize, lm.generate_captioned
 
-        def counted(first, *args, _task=task, _original=original, **kwargs):
-            calls[_task].append(len(first))
-            return _original(first, *args, **kwargs)
+    def speech(texts, *args, **kwargs):
+        calls["tts"].append(len(texts))
+        return synthesize(texts, *args, **kwargs)
 
-        monkeypatch.setattr(lm, name, counted)
+    def sound(task, captions, *args, **kwargs):  # music and sfx
+        calls[task].append(len(captions))
+        return captioned(task, captions, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "synthesize", speech)
+    monkeypatch.setattr(lm, "generate_captioned", sound)
     return calls
 
 

@@ -165,7 +165,7 @@ def test_about_shows_the_model_card_or_a_config_summary(lm, tmp_path):
     summary = demo_app.model_card(lm)
     assert f"trained for: {', '.join(lm.tasks)}" in summary and "encodec_24khz" in summary
     (tmp_path / "MODEL_CARD.md").write_text("# tiny\n\nWER 0.42 on digits\n")
-    named = AudioLM(lm.model, lm.tokenizer, lm.codec, lm.config, name=str(tmp_path))
+    named = AudioLM(lm.model, lm.tokenizer, lm.codec, lm.config, name=str(tmp_path), directory=tmp_path)
     assert demo_app.model_card(named) == "# tiny\n\nWER 0.42 on digits\n"
 
 

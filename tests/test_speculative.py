@@ -89,7 +89,7 @@ def test_works_with_int8_weights():
 def _text_joint(model, prompt: Prompt, sampling: Sampling) -> dict[tuple[int, int], float]:
     """Exact probability of each (first, second) text step of plain sampling (after `<eos>`: `<pad>`)."""
     vocab = model.config.vocab
-    bias = _rules(vocab, Template(), vocab.num_codebooks, "delay", 8, "cpu")["text_mode"]
+    bias = _rules(vocab, Template(), vocab.num_codebooks, "delay", 8, "cpu").text_mode
     with torch.inference_mode():
         p0 = logits_to_probs(model.text_logits(prompt.text[None])[0, -1] + bias, sampling)
         joint = {}
@@ -155,8 +155,8 @@ def test_sampling_keeps_the_models_distribution_of_a_frame():
         rules = _rules(vocab, kw["template"], 2, "parallel", 2, "cpu")
         with torch.inference_mode():
             text, audio = m(prompt.text[None], prompt.audio[None], prompt.is_audio[None])
-        tok = logits_to_probs(text[0, -1] + rules["audio_mode"], sampling)  # <audio> or <eos>
-        codes = logits_to_probs(audio[0, -1] + rules["real_code"], sampling)  # (2, C)
+        tok = logits_to_probs(text[0, -1] + rules.audio_mode, sampling)  # <audio> or <eos>
+        codes = logits_to_probs(audio[0, -1] + rules.real_code, sampling)  # (2, C)
         joint = {(0, vocab.empty_code, vocab.empty_code): float(tok[vocab.eos])}  # <eos>: no frame
         for a in codes[0].nonzero()[:, 0].tolist():
             for b in codes[1].nonzero()[:, 0].tolist():

@@ -184,3 +184,50 @@ def test_every_template_has_its_exact_token_layout():
         "audio*2",
         "<eos>",
     ]
+
+
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+@pytest.mark.parametrize("name", list(tasks.TABLE))
+def test_the_planned_length_of_every_task_is_the_built_one(name, pattern):
+    """Batch planning (`Task.fixed` + the clip's steps) equals the sequence the task builds, for any text,
+    clip and voice prompt."""
+    task, K = tasks.TABLE[name], V.num_codebooks
+    for n_ids, T, voice_frames in [(0, 1, 0), (3, 4, 0), (5, 7, 2), (1, 2, 3)]:
+        voice_frames = voice_frames if task.voice else 0
+        ids = [7] * n_ids if task.reads else []
+        codes = torch.randint(0, 16, (K, T))
+        voice = torch.randint(0, 16, (K, voice_frames)) if voice_frames else None
+        built = task.train(V, pattern, ids, codes, voice).example(name)
+        planned = task.fixed(V, pattern, len(ids), voice_frames) + patterns.get(pattern).num_steps(T, K)
+        assert len(built) == planned, (name, pattern, n_ids, T, voice_frames)
+
+
+@pytest.mark.parametrize("pattern", ["delay", "flatten", "parallel"])
+@pytest.mark.parametrize("name", list(tasks.TABLE))
+def test_every_inference_prompt_is_its_training_prefix(name, pattern):
+    """The prompt is the training sequence cut where generation starts, and its template starts there."""
+    task, K = tasks.TABLE[name], V.num_codebooks
+    codes, ids = torch.randint(0, 16, (K, 5)), [7, 8] if task.reads else []
+    prefix = codes[:, :3]
+    given = codes if task.writes == "text" else prefix if name == "continue" else None
+    prompt, template = task.prompt(V, pattern, ids, given)
+    full = task.train(V, pattern, ids, codes, None).example(name)
+    n = len(prompt.text)
+    assert torch.equal(prompt.text, full.text[:n]) and torch.equal(prompt.is_audio, full.is_audio[:n])
+    assert template.start == task.writes
+    if name == "continue":  # generation resumes the pattern where frame 3 would begin
+        assert template.first_audio_step == patterns.next_frame_step(3, K, pattern)
+        steps = task.steps(pattern, K, 2, prefix)
+        # the prompt's steps then the budget's steps hold exactly the 5 frames of the whole clip
+        assert int(prompt.is_audio.sum()) + steps == patterns.get(pattern).num_steps(5, K)
+    else:
+        assert template.first_audio_step == 0
+
+
+def test_the_table_names_the_vocabulary_task_tokens():
+    from audiollm.vocab import DEFAULT_TASKS
+
+    assert tasks.TASKS == DEFAULT_TASKS
+    assert {t.reads for t in tasks.TABLE.values()} == {"text", "caption", None}
+    with pytest.raises(ValueError, match="unknown task 'dance'; known: asr, tts"):
+        tasks.get("dance")

@@ -8,7 +8,7 @@ from audiollm.codecs import load_codec
 from audiollm.codecs.native import PRESETS, NativeCodec, NativeCodecConfig
 from audiollm.data.manifest import write_jsonl
 from audiollm.train.cli import fit_main
-from audiollm.train.codec import CodecModule, export_checkpoint
+from audiollm.train.codec import CodecDataModule, CodecModule, export_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "codec" / "config.yaml"
 TINY = {
@@ -204,3 +204,16 @@ def test_unknown_kind_is_refused(tmp_path):
     config.write_text("kind: vocoder\n")
     with pytest.raises(SystemExit, match="kind"):
         fit_main(["--config", str(config)])
+
+
+def test_crops_are_drawn_by_the_seconds_each_record_has_in_its_file(tmp_path):
+    clip = str(audio.save(tmp_path / "clip.wav", torch.zeros(1, 16000), 16000))  # 1 s
+    rows = [
+        {"id": "too-long", "audio": clip, "start": 0.25, "duration": 10.0},
+        {"id": "whole", "audio": clip},
+        {"id": "past-end", "audio": clip, "start": 2.0},
+    ]
+    data = CodecDataModule([str(write_jsonl(tmp_path / "train.jsonl", rows))])
+    data.setup()
+    assert [r.id for r in data.records] == ["too-long", "whole"]
+    assert data.durations == [0.75, 1.0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from audiollm.codecs.base import Codec, CodecError, bitrate
 
@@ -16,7 +17,7 @@ __all__ = ["PRETRAINED", "Codec", "CodecError", "bitrate", "load_codec"]
 PRETRAINED = ("encodec_24khz", "encodec_48khz")
 
 
-def load_codec(name_or_dir: str | Path, **options) -> Codec:
+def load_codec(name_or_dir: str | Path, **options: Any) -> Codec:
     """Load a codec by name or from a saved directory.
 
     options for EnCodec: `bandwidth` (kbps), `checkpoint` (path to the published .th state dict),

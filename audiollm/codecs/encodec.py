@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 from encodec import EncodecModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from audiollm.codecs.base import CodecError, check_codes, prepare_input, quiet_weight_norm, rvq_vectors
+from audiollm.model import save_directory
 
 ENV_CHECKPOINT = "AUDIOLLM_ENCODEC_CHECKPOINT"
 # Codes carry no gain for the 48 kHz model (it normalises loudness before encoding):
@@ -129,7 +130,9 @@ class EncodecCodec:
         return cls(name, model, bandwidth, device)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, bandwidth: float | None = None, device: str = "cpu"):
+    def from_pretrained(
+        cls, directory: str | Path, bandwidth: float | None = None, device: str = "cpu"
+    ) -> EncodecCodec:
         """Load a directory written by `save_pretrained` (config.json + model.safetensors)."""
         directory = Path(directory)
         config = json.loads((directory / "config.json").read_text())
@@ -144,13 +147,8 @@ class EncodecCodec:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors (weights, no pickle); `load_codec(directory)` reads them."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
         config = {"codec_type": "encodec", "name": self.name, "bandwidth": self.bandwidth}
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        return directory
+        return save_directory(directory, self.model.state_dict(), config)
 
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:

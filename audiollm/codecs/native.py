@@ -23,16 +23,15 @@ import torch
 from encodec import distrib
 from encodec.modules import SEANetDecoder, SEANetEncoder
 from encodec.quantization.core_vq import ResidualVectorQuantization
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
 from audiollm.codecs.base import CodecError, check_codes, prepare_input, quiet_weight_norm, rvq_vectors
 from audiollm.codecs.rvq import init_codebook_
+from audiollm.model import CONFIG_FILE, WEIGHTS_FILE, save_directory
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 TRAINING_BUFFERS = ("embed_avg", "cluster_size")
 """EMA statistics that only training updates; an inference-only export may leave them out."""
 
@@ -269,13 +268,7 @@ class NativeCodec(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` (codec_type "native") and `model.safetensors` to `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
-        config = {"codec_type": "native", **asdict(self.config)}
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        return directory
+        return save_directory(directory, self.state_dict(), {"codec_type": "native", **asdict(self.config)})
 
     @classmethod
     def from_pretrained(

@@ -10,7 +10,9 @@ from encodec import distrib
 from encodec.quantization.core_vq import EuclideanCodebook
 
 
-def kmeans(samples: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None):
+def kmeans(
+    samples: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means. samples float (N, D) -> (means (k, D), cluster sizes (k,) float).
 
     Starts from k samples drawn without replacement (with replacement when N < k); empty clusters keep

@@ -19,30 +19,34 @@ Public API (signatures):
     mix(clips: list[Clip], sample_rate: int, settings: MixSettings = MixSettings()) -> np.ndarray (C, N)
     EXAMPLE_SCRIPT: dict                      a valid script; SCHEMA_PATH: its JSON Schema file
 
-`audiollm.compose` is this package and is also callable as `compose()`: `import audiollm;
-audiollm.compose(...)` works whether or not the package was imported before.
+Names are loaded on first use, so that importing the package costs nothing. `audiollm.compose` (an
+attribute of `audiollm`) is the function `compose`; this package is `sys.modules["audiollm.compose"]`,
+reached with `from audiollm.compose import ...` or `importlib.import_module("audiollm.compose")`.
 """
 
 from __future__ import annotations
 
-import sys
-import types
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from audiollm.compose.mixer import Clip, MixSettings, mix
-from audiollm.compose.planner import plan
-from audiollm.compose.render import Composition, compose, default_cache_dir
-from audiollm.compose.script import (
-    EXAMPLE_SCRIPT,
-    SCHEMA_PATH,
-    Element,
-    ResolvedScript,
-    Script,
-    ScriptError,
-    Voice,
-    load_script,
-    resolve,
-)
-
+_EXPORTS = {
+    "Clip": "mixer",
+    "MixSettings": "mixer",
+    "mix": "mixer",
+    "plan": "planner",
+    "Composition": "render",
+    "compose": "render",
+    "default_cache_dir": "render",
+    "EXAMPLE_SCRIPT": "script",
+    "SCHEMA_PATH": "script",
+    "Element": "script",
+    "ResolvedScript": "script",
+    "Script": "script",
+    "ScriptError": "script",
+    "Voice": "script",
+    "load_script": "script",
+    "resolve": "script",
+}
 __all__ = [
     "EXAMPLE_SCRIPT",
     "SCHEMA_PATH",
@@ -62,11 +66,24 @@ __all__ = [
     "resolve",
 ]
 
+if TYPE_CHECKING:
+    from audiollm.compose.mixer import Clip, MixSettings, mix
+    from audiollm.compose.planner import plan
+    from audiollm.compose.render import Composition, compose, default_cache_dir
+    from audiollm.compose.script import (
+        EXAMPLE_SCRIPT,
+        SCHEMA_PATH,
+        Element,
+        ResolvedScript,
+        Script,
+        ScriptError,
+        Voice,
+        load_script,
+        resolve,
+    )
 
-class _CallableModule(types.ModuleType):
-    """Importing the package binds `audiollm.compose` to it; calling it calls `compose()`."""
 
-    __call__ = staticmethod(compose)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

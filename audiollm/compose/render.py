@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from audiollm import audio
-from audiollm.api import PRETRAINED, AudioLM
+from audiollm.api import AudioLM
 from audiollm.compose.mixer import Clip, MixSettings, mix
 from audiollm.compose.planner import plan
 from audiollm.compose.script import (
@@ -30,6 +30,8 @@ from audiollm.compose.script import (
     load_script,
     resolve,
 )
+from audiollm.files import atomic_write
+from audiollm.model import WEIGHTS_FILE
 
 SPEECH_MAX_SECONDS = 20.0  # the longest one speech element may be
 BATCH_SIZE = 8  # elements generated together
@@ -174,9 +176,10 @@ class ElementGenerator:
         if task == "tts":
             voices = [self.voice_prompt(e) for e in elements]
             return self.lm.synthesize([e.text for e in elements], voices, SPEECH_MAX_SECONDS, self.seed)  # type: ignore[return-value]
-        make = self.lm.generate_music if task == "music" else self.lm.generate_sfx
         longest = max(seconds[i] for i in indices)
-        return make([e.description for e in elements], longest, self.guidance, self.seed)  # type: ignore[return-value]
+        return self.lm.generate_captioned(
+            task, [e.description for e in elements], longest, self.guidance, self.seed
+        )  # type: ignore[return-value]
 
     def voice_prompt(self, e: Element) -> str | None:
         return self.script.voices[e.voice].prompt if e.voice else None
@@ -196,8 +199,7 @@ class ElementGenerator:
 
 def model_id(lm: AudioLM) -> str:
     """Identifies a model's weights for the cache: its directory with the weight file's size and time."""
-    directory = PRETRAINED.get(lm.name, Path(lm.name)) if lm.name else None
-    weights = directory / "model.safetensors" if directory else None
+    weights = lm.directory / WEIGHTS_FILE if lm.directory else None
     if weights is not None and weights.is_file():
         stat = weights.stat()
         return f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -225,11 +227,8 @@ class ClipCache:
         return wav, sr
 
     def put(self, key: str, wav: np.ndarray, sample_rate: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".{key}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_write(self.directory / f"{key}.npz", concurrent=True) as f:  # processes may share a cache
             np.savez(f, audio=np.asarray(wav, np.float32), sample_rate=sample_rate)
-        tmp.replace(self.directory / f"{key}.npz")
         self.trim()
 
     def trim(self) -> None:

@@ -51,8 +51,10 @@ class TaskData:
         if not self.streams:
             raise ValueError(f"no {split} records serve any task of the sources {[s.path for s in sources]}")
 
-    def _ids(self, record: dict) -> tuple[list[int], list[int]]:
-        return tuple(self.tokenizer.encode(record[k]) if record.get(k) else [] for k in ("text", "caption"))
+    def _ids(self, record: dict) -> dict[str, list[int]]:
+        """Token ids of the record's text fields that some task reads ("text", "caption")."""
+        fields = {t.reads for t in tasks.TABLE.values() if t.reads}
+        return {k: self.tokenizer.encode(record[k]) for k in sorted(fields) if record.get(k)}
 
     @staticmethod
     def _by_speaker(records: list[dict]) -> dict[str, list[int]]:
@@ -65,39 +67,45 @@ class TaskData:
     def steps(self, frames: int) -> int:
         return patterns.get(self.options.pattern).num_steps(frames, self.vocab.num_codebooks)
 
+    def _text(self, source: int, task: tasks.Task, record: int) -> list[int]:
+        """The ids of the field `task` reads (empty for a task that reads none)."""
+        return self.ids[source][record].get(task.reads, []) if task.reads else []
+
     def prompt_frames(self, source: int, record: int) -> int:
         """Longest voice prompt of a tts example: `prompt_seconds`, and at most a third of the audio room."""
         if self.options.prompt_prob == 0:
             return 0
-        room = (self.options.max_len - 7 - len(self.ids[source][record][0])) // 3
-        fit = tasks.max_frames(room, self.vocab.num_codebooks, self.options.pattern)
+        tts = tasks.TABLE["tts"]
+        marks = tts.fixed(
+            self.vocab, self.options.pattern, len(self._text(source, tts, record)), 1
+        ) - self.steps(1)
+        fit = tasks.max_frames(
+            (self.options.max_len - marks) // 3, self.vocab.num_codebooks, self.options.pattern
+        )
         return min(round(self.options.prompt_seconds * self.frame_rate), fit)
 
     def _fixed(self, source: int, task: str, record: int) -> int:
         """Positions of the template other than its audio steps (asr) or output audio steps (others)."""
-        text, caption = self.ids[source][record]
-        if task == "asr":
-            return 5 + len(text)
-        if task == "tts":
-            prompt = self.prompt_frames(source, record)
-            return 5 + len(text) + (1 + self.steps(prompt) if prompt else 0)
-        return 4 if task == "continue" else 5 + len(caption)
+        t = tasks.TABLE[task]
+        voice = self.prompt_frames(source, record) if t.voice else 0
+        return t.fixed(self.vocab, self.options.pattern, len(self._text(source, t, record)), voice)
 
     def _fits(self, source: int, task: str, record: int) -> bool:
-        if task == "asr":
+        if tasks.TABLE[task].writes == "text":  # the input audio is never cropped: the whole record must fit
             return self.length(source, task, record) <= self.options.max_len
         return self.out_frames(source, task, record) > 0
 
     def out_frames(self, source: int, task: str, record: int) -> int:
-        """Frames of output audio an example keeps: the record's, cropped to what fits in `max_len`."""
+        """Frames of the record's audio an example keeps: all of them for a task that reads its audio
+        (asr), else the record's cropped to what fits in `max_len`."""
+        frames = self.records[source][record]["frames"]
+        if tasks.TABLE[task].writes == "text":
+            return frames
         budget = self.options.max_len - self._fixed(source, task, record)
-        fit = tasks.max_frames(budget, self.vocab.num_codebooks, self.options.pattern)
-        return min(self.records[source][record]["frames"], fit)
+        return min(frames, tasks.max_frames(budget, self.vocab.num_codebooks, self.options.pattern))
 
     def length(self, source: int, task: str, record: int) -> int:
         """Positions of the example (an upper bound: a voice prompt may be shorter or absent)."""
-        if task == "asr":
-            return self._fixed(source, task, record) + self.steps(self.records[source][record]["frames"])
         return self._fixed(source, task, record) + self.steps(self.out_frames(source, task, record))
 
     def codes(self, source: int, record: int) -> torch.Tensor:
@@ -107,23 +115,15 @@ class TaskData:
 
     def example(self, stream: int, record: int, seed: int) -> tasks.Example:
         """The example of `record` for `self.streams[stream]`; `seed` fixes its crops and dropouts."""
-        st, opt, v = self.streams[stream], self.options, self.vocab
+        st, opt = self.streams[stream], self.options
         rng = np.random.default_rng(seed)
-        si, task = st.source, st.task
-        text, caption = self.ids[si][record]
-        codes = self.codes(si, record)
-        if task == "asr":
-            return tasks.asr(v, opt.pattern, codes, text).example(task)
-        prompt = self._voice_prompt(si, record, rng) if task == "tts" else None
-        codes = tasks.crop(codes, self.out_frames(si, task, record), rng)
-        if task == "tts":
-            seq = tasks.tts(v, opt.pattern, text, codes, prompt)
-        elif task == "continue":
-            seq = tasks.continuation(v, opt.pattern, codes)
-        else:
-            dropped = rng.random() < opt.caption_dropout
-            seq = tasks.captioned(v, opt.pattern, task, [] if dropped else caption, codes)
-        return seq.example(task)
+        task = tasks.TABLE[st.task]
+        voice = self._voice_prompt(st.source, record, rng) if task.voice else None
+        codes = tasks.crop(self.codes(st.source, record), self.out_frames(st.source, st.task, record), rng)
+        ids = self._text(st.source, task, record)
+        if task.captioned and rng.random() < opt.caption_dropout:
+            ids = []
+        return task.train(self.vocab, opt.pattern, ids, codes, voice).example(task.name)
 
     def _voice_prompt(self, source: int, record: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Codes (K, Tp) cropped from another utterance of the same speaker, or None."""

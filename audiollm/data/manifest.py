@@ -10,10 +10,12 @@ Files are UTF-8; ids are unique across the manifests read together (`read_manife
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from audiollm.audio import AudioError, info
+from audiollm.files import atomic_write
 
 KNOWN_FIELDS = ("id", "audio", "text", "caption", "speaker", "start", "duration", "split")
 
@@ -42,6 +44,19 @@ class Record:
         if d.get("start") == 0.0:
             del d["start"]
         return {**d, **self.extra}
+
+
+def record_seconds(record: Record) -> float:
+    """Seconds of audio `record` covers: from `start` for `duration` (default: to the end), cut at the end
+    of its file (read from the header). AudioError if the file is unusable or has nothing after `start`."""
+    meta = info(record.audio)
+    if meta.frames == 0:
+        raise AudioError(record.audio, "contains no audio samples (zero length)")
+    total = meta.frames / meta.samplerate
+    if record.start >= total:
+        raise AudioError(record.audio, f"segment starts at {record.start:.3f}s, after the end ({total:.3f}s)")
+    rest = total - record.start
+    return rest if record.duration is None else min(record.duration, rest)
 
 
 def parse_record(obj: object, where: str, root: Path | None = None) -> Record:
@@ -96,6 +111,12 @@ def read_manifests(paths: Iterable[str | Path]) -> list[Record]:
     return records
 
 
+def manifest_texts(paths: Iterable[str | Path]) -> list[str]:
+    """Every non-empty `text` and `caption` of the manifests' records, in order: what a text tokenizer is
+    trained on."""
+    return [t for path in paths for r in read_manifest(path) for t in (r.text, r.caption) if t]
+
+
 def _located_records(path: Path) -> Iterator[tuple[str, Record]]:
     """("file:line", record) for each non-blank line; lines are decoded one by one so that a byte
     that is not UTF-8 is reported with its line."""
@@ -123,13 +144,8 @@ def _located_records(path: Path) -> Iterator[tuple[str, Record]]:
 def write_jsonl(path: str | Path, rows: Iterable[dict | Record]) -> Path:
     """Write rows as JSONL atomically (a temporary file renamed into place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", fsync=True) as f:
         for row in rows:
             obj = row.to_json() if isinstance(row, Record) else row
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
     return path

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audiollm.tasks import TASKS
-
-NEEDS = {"asr": "text", "tts": "text", "music": "caption", "sfx": "caption", "continue": None}
+from audiollm.tasks import TABLE, get
 
 
 @dataclass
@@ -25,8 +23,8 @@ class Source:
 
     def __post_init__(self) -> None:
         for task, weight in self.tasks.items():
-            if task not in TASKS:
-                raise ValueError(f"source {self.path}: unknown task {task!r}; known: {', '.join(TASKS)}")
+            if task not in TABLE:
+                raise ValueError(f"source {self.path}: unknown task {task!r}; known: {', '.join(TABLE)}")
             if not weight > 0:
                 raise ValueError(f"source {self.path}: weight of {task} must be > 0, got {weight}")
 
@@ -43,7 +41,7 @@ class Stream:
 
 def eligible(records: list[dict], task: str) -> np.ndarray:
     """Indices of records that carry what `task` needs."""
-    need = NEEDS[task]
+    need = get(task).reads
     return np.array([i for i, r in enumerate(records) if need is None or r.get(need)], dtype=np.int64)
 
 

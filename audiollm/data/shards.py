@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiollm.audio import AudioError, info, load
+from audiollm.audio import AudioError, load
 from audiollm.codecs import Codec, load_codec
-from audiollm.data.manifest import Record, read_manifests, write_jsonl
+from audiollm.data.manifest import Record, read_manifests, record_seconds, write_jsonl
+from audiollm.files import atomic_write
 
 FORMAT = 2  # codec.json's "format": shards named by content (folders without it predate that)
 WAIT_POLL = 1.0  # seconds between rank 0's looks for the other ranks' shards
@@ -136,14 +137,10 @@ def _measure(records: list[Record]) -> tuple[list[Item], list[tuple[int, dict]]]
     items, rejects = [], []
     for pos, r in enumerate(records):
         try:
-            meta = info(r.audio)
-            total = meta.frames / meta.samplerate
-            if r.start >= total:
-                raise AudioError(r.audio, f"segment starts at {r.start:.3f}s, after the end ({total:.3f}s)")
+            seconds = record_seconds(r)
         except AudioError as e:
             rejects.append((pos, {"id": r.id, "audio": r.audio, "reason": e.problem}))
             continue
-        seconds = min(r.duration, total - r.start) if r.duration is not None else total - r.start
         st = os.stat(r.audio)
         items.append(Item(pos, r, seconds, (st.st_size, st.st_mtime_ns)))
     return items, rejects
@@ -262,10 +259,8 @@ def _write_shard(
             offset += T
         bar.update(_ms(batch))
     data = np.concatenate(pieces, axis=1) if pieces else np.zeros((codec.num_codebooks, 0), dtype)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.save(f, data)
-    tmp.replace(path)
     write_jsonl(
         path.with_suffix(".json"), [{"records": lines, "rejects": rejects}]
     )  # renamed into place last
@@ -317,28 +312,40 @@ def tokenize_manifest(
     names = [shard_name(s, settings) for s in shards]
     owners = assign(shards, world_size)
     summary = TokenizeSummary(out, rank=rank, world_size=world_size)
+    started = time.time()
     mine = [i for i, owner in enumerate(owners) if owner == rank]
-    desc = "tokenize" if world_size == 1 else f"tokenize rank {rank}/{world_size}"
-    total = sum(_ms(shards[i]) for i in mine)  # integer ms, so the updates add up to the total exactly
-    failed, started = out / f".rank{rank}.failed", time.time()
-    failed.unlink(missing_ok=True)
-    try:
-        with tqdm(total=total, unit="s", desc=desc, unit_scale=1e-3, position=rank) as bar:
-            for i in mine:
-                if _done(out / names[i]):
-                    summary.reused_shards += 1
-                    bar.update(_ms(shards[i]))
-                else:
-                    _write_shard(codec, shards[i], out / f"{names[i]}.npy", batch_seconds, min_seconds, bar)
-                    summary.written_shards += 1
-    except Exception as e:
-        if rank > 0:  # tells rank 0 to stop waiting for this rank's shards
-            failed.write_text(f"{type(e).__name__}: {e}\n")
-        raise
+    _write_own_shards(codec, [shards[i] for i in mine], [out / names[i] for i in mine], summary,
+                      batch_seconds, min_seconds)  # fmt: skip
     if rank == 0:
         _wait_for(out, [n for n, owner in zip(names, owners, strict=True) if owner != 0], started)
         _merge(out, shards, names, rejects, summary, codec.frame_rate)
     return summary
+
+
+def _write_own_shards(
+    codec: Codec, shards: list[list[Item]], stems: list[Path], summary: TokenizeSummary,
+    batch_seconds: float, min_seconds: float,
+) -> None:  # fmt: skip
+    """Write this rank's shards (stems: out/<name>), keeping finished ones, with one progress bar. A failure
+    on a rank > 0 leaves `.rank<r>.failed`, which tells rank 0 to stop waiting for its shards."""
+    rank, world_size = summary.rank, summary.world_size
+    desc = "tokenize" if world_size == 1 else f"tokenize rank {rank}/{world_size}"
+    total = sum(_ms(s) for s in shards)  # integer ms, so the updates add up to the total exactly
+    failed = summary.out / f".rank{rank}.failed"
+    failed.unlink(missing_ok=True)
+    try:
+        with tqdm(total=total, unit="s", desc=desc, unit_scale=1e-3, position=rank) as bar:
+            for shard, stem in zip(shards, stems, strict=True):
+                if _done(stem):
+                    summary.reused_shards += 1
+                    bar.update(_ms(shard))
+                else:
+                    _write_shard(codec, shard, stem.with_suffix(".npy"), batch_seconds, min_seconds, bar)
+                    summary.written_shards += 1
+    except Exception as e:
+        if rank > 0:
+            failed.write_text(f"{type(e).__name__}: {e}\n")
+        raise
 
 
 def _open_codec(
@@ -427,9 +434,8 @@ def _check_same_codec(path: Path, description: dict) -> None:
                 f"{path}: this folder was tokenised with another codec ({before}); use a new --out folder"
             )
     else:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks may race here; same content
-        tmp.write_text(json.dumps(description, indent=2) + "\n")
-        tmp.replace(path)
+        with atomic_write(path, "w", concurrent=True) as f:  # ranks may race here; same content
+            f.write(json.dumps(description, indent=2) + "\n")
 
 
 class CodeShards:

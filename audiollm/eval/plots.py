@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from audiollm.codecs.losses import LogMel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _figure(width: float, height: float):
@@ -24,7 +28,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def save(fig, path: str | Path, **options) -> Path:
+def save(fig: Figure, path: str | Path, **options: Any) -> Path:
     """Write matplotlib figure `fig` as a PNG at `path` (parent folders made, 100 dpi); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

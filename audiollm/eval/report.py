@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from audiollm.files import atomic_write
+
 Row = dict[str, object]
 
 
@@ -33,10 +35,8 @@ class Report:
     def write(self, path: str | Path) -> Path:
         """Write the whole report as JSON (undefined numbers as null), atomically; returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(_finite(asdict(self)), indent=2, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        with atomic_write(path, "w") as f:
+            f.write(json.dumps(_finite(asdict(self)), indent=2, ensure_ascii=False) + "\n")
         return path
 
 

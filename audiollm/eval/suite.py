@@ -13,10 +13,13 @@ from audiollm.eval.audio_stats import SoundJudge, evaluate_generation
 from audiollm.eval.codec import evaluate_codec, evaluate_opus
 from audiollm.eval.report import Report
 from audiollm.eval.tts import evaluate_tts
+from audiollm.tasks import TABLE
 
-# The manifest field each evaluation needs besides `audio`.
-NEEDS = {"asr": "text", "tts": "text", "codec": "audio", "music": "caption", "sfx": "caption",
-         "voice": "text", "continue": "speaker"}  # fmt: skip
+# The manifest field each evaluation needs besides `audio`: a task's, from the task table, except that
+# scoring a continuation compares speakers; "codec" and "voice" (tts with a voice prompt) are not tasks.
+NEEDS = {name: task.reads for name, task in TABLE.items()} | {
+    "continue": "speaker", "codec": "audio", "voice": "text",
+}  # fmt: skip
 
 
 def evaluate(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from audiollm import audio
 from audiollm.api import AudioLM
 from audiollm.data.manifest import Record
 from audiollm.eval.asr import error_rates
+from audiollm.eval.plots import spectrograms
 from audiollm.eval.report import Report
 
 
@@ -91,3 +93,19 @@ def evaluate_tts(
         summary.append({"system": system, **rates, "seconds": seconds, "rtf": rtf})
     notes = ["WER/CER of pocketsphinx (en-us, shipped model) on each row's audio against the manifest text"]
     return Report("tts", summary, items, notes, settings={"seed": seed, "max_seconds": max_seconds})
+
+
+def speech_samples(
+    lm: AudioLM, records: Sequence[Record], folder: Path, prefix: str, title: str
+) -> tuple[list[str], Path]:
+    """Samples to listen to: speak each record's text (seed: its index) into `folder/<prefix>_<i>.wav` and
+    transcribe the record's own audio; the spoken clips' spectrograms go to `folder/<prefix>_spectrograms.png`.
+    Returns one Markdown line per sample (file, text, transcript) and the picture's path."""
+    lines, clips = [], {}
+    for i, record in enumerate(records):
+        wav, sr = lm.synthesize(record.text, seed=i)
+        path = audio.save(folder / f"{prefix}_{i}.wav", wav, sr)
+        clips[f'{title}: "{record.text}"'] = (wav, sr)
+        heard = lm.transcribe(record.audio)
+        lines.append(f'- `{path}`: speaking "{record.text}"; transcript of `{record.audio}`: "{heard}"')
+    return lines, spectrograms(clips, folder / f"{prefix}_spectrograms.png")

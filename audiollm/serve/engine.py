@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from audiollm.serve.formats import read_upload
 from audiollm.serve.scheduler import Job, QueueFull, Scheduler
 
 Disconnected = Callable[[], Awaitable[bool]]
+
+T = TypeVar("T")
 
 
 class ServeError(Exception):
@@ -94,7 +97,7 @@ class Engine:
             on_step=on_step, on_cancel=on_cancel,
         )  # fmt: skip
         self.codec_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiollm-codec")
-        seconds = lm.template.get("prompt_seconds", 3.0)
+        seconds = lm.checkpoint.template.prompt_seconds
         self.voices: dict[str, torch.Tensor | None] = {"default": None}
         for name, path in config.voices().items():
             wav, _ = audio.load(path, lm.codec.sample_rate, lm.codec.channels, duration=seconds)
@@ -135,7 +138,7 @@ class Engine:
         frames = max(1, round(seconds * self.lm.codec.frame_rate))
         steps = min(
             self.lm.max_len - prompt_len,
-            patterns.get(self.lm.pattern).num_steps(frames, self.lm.vocab.num_codebooks),
+            tasks.audio_steps(self.lm.pattern, self.lm.vocab.num_codebooks, frames),
         )
         if steps < 1:
             raise ServeError(
@@ -151,7 +154,7 @@ class Engine:
         step = max(1, tasks.max_frames(max_len // 2, v.num_codebooks, pattern))
         jobs = []
         for s in range(0, max(codes.shape[-1], 1), step):
-            prompt = tasks.asr(v, pattern, codes[:, s : s + step], None).prompt()
+            prompt, _ = tasks.get("asr").prompt(v, pattern, [], codes[:, s : s + step])
             new = max(1, min(max_len - len(prompt.text), max_len // 4))
             jobs.append(
                 Job(prompt, start_audio=False, max_new=new, sampling=Sampling(temperature=temperature))
@@ -165,7 +168,7 @@ class Engine:
                 404, f"voice {voice!r} not found; this server has {', '.join(self.voices)}", "voice"
             )
         ids = self._text_ids(text, "input")
-        prompt = tasks.tts(self.lm.vocab, self.lm.pattern, ids, None, self.voices[voice]).prompt()
+        prompt, _ = tasks.get("tts").prompt(self.lm.vocab, self.lm.pattern, ids, voice=self.voices[voice])
         steps = self._steps(len(prompt.text), seconds, "max_seconds")
         return Job(prompt, start_audio=True, max_new=steps, sampling=sampling, seed=seed)
 
@@ -175,8 +178,8 @@ class Engine:
         """Music or sfx of exactly `duration` seconds (capped by the context), with guidance."""
         self._require(task)
         v, pattern = self.lm.vocab, self.lm.pattern
-        cond = tasks.captioned(v, pattern, task, self._text_ids(caption, "input"), None).prompt()
-        uncond = tasks.captioned(v, pattern, task, [], None).prompt()
+        cond, _ = tasks.get(task).prompt(v, pattern, self._text_ids(caption, "input"))
+        uncond, _ = tasks.get(task).prompt(v, pattern, [])  # the empty caption
         steps = self._steps(len(cond.text), duration, "duration")
         return Job(cond, start_audio=True, max_new=steps, min_new=steps, sampling=sampling, seed=seed,
                    uncond=uncond, guidance=guidance)  # fmt: skip
@@ -187,7 +190,7 @@ class Engine:
         with torch.inference_mode():
             return self.lm.codec.encode(wav[None].to(self.lm.device))[0, : self.lm.vocab.num_codebooks].cpu()
 
-    async def in_codec_thread(self, fn, *args):
+    async def in_codec_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(*args) on the codec thread."""
         return await asyncio.get_running_loop().run_in_executor(self.codec_pool, fn, *args)
 

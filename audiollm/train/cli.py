@@ -17,6 +17,7 @@ import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -26,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.strategies import FSDPStrategy
 
+from audiollm.files import atomic_write
 from audiollm.model import Block
 from audiollm.train.codec import CodecDataModule, CodecModule, ExportCodec
 from audiollm.train.datamodule import AudioDataModule
@@ -72,17 +74,15 @@ class CheckedCheckpointIO(TorchCheckpointIO):
     and no checkpoint. Local paths are written here (temporary file, then rename); others go to Lightning.
     """
 
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: Any = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        partial = path.with_name(path.name + ".partial")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(buffer.getbuffer())
-            os.replace(partial, path)
+            with atomic_write(path) as f:
+                f.write(buffer.getbuffer())
         except OSError as e:
             raise FitError(f"could not write the checkpoint {path}: {e}") from e
 

@@ -21,7 +21,7 @@ from audiollm import audio
 from audiollm.codecs import losses
 from audiollm.codecs.base import quiet_weight_norm
 from audiollm.codecs.native import NativeCodec, NativeCodecConfig
-from audiollm.data.manifest import Record, read_manifest
+from audiollm.data.manifest import Record, read_manifest, record_seconds
 
 log = logging.getLogger(__name__)
 DISCRIMINATORS = ("none", "msstft", "mrd")
@@ -300,11 +300,10 @@ class CodecDataModule(L.LightningDataModule):
         for path in self.hparams.train_manifests:
             for rec in read_manifest(path):
                 try:
-                    meta = audio.info(rec.audio)
+                    span = record_seconds(rec)
                 except audio.AudioError as e:
                     log.warning("%s: skipping a training clip that cannot be read: %s", path, e)
                     continue
-                span = rec.duration or meta.frames / meta.samplerate - rec.start
                 self.records.append(rec)
                 self.durations.append(span)
         if not self.records:

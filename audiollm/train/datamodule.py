@@ -105,7 +105,7 @@ class AudioDataModule(L.LightningDataModule):
         stream = BatchStream(self.train_data, self.plan, rank, world, start)
         return self._loader(stream, self.num_workers)
 
-    def val_dataloader(self):
+    def val_dataloader(self) -> DataLoader | list:
         if self.valid_data is None or self.valid_batches == 0:
             return []
         trainer = self.trainer

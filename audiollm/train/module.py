@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -13,8 +12,10 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from torch import nn
 
+from audiollm.checkpoint import Checkpoint, CodecRef
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
-from audiollm.tasks import TASKS
+from audiollm.tasks import TASKS, TemplateOptions
+from audiollm.text import HFTokenizer, SentencePieceTokenizer, tokenizer_kind
 from audiollm.vocab import Vocab
 
 
@@ -77,7 +78,7 @@ class LitAudioLM(L.LightningModule):
             raise ValueError("LitAudioLM needs `vocab` (linked from the data module by `audiollm fit`)")
         vocab = Vocab.from_dict(vocab) if isinstance(vocab, dict) else vocab
         if init_from:
-            self.model = AudioLanguageModel.from_pretrained(init_from)
+            self.model = Checkpoint.load(init_from).load_model(init_from)
             if self.model.config.vocab != vocab:
                 raise ValueError(
                     f"{init_from}: its vocabulary {self.model.config.vocab} differs from the data's {vocab}; "
@@ -155,7 +156,7 @@ class LitAudioLM(L.LightningModule):
         # Per-task keys differ between ranks (each sees its own tasks): reducing them across ranks would hang.
         self.log_dict({f"valid/{k}": v for k, v in out.items() if k != "loss"}, batch_size=B)
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict:
         hp = self.hparams
         # by module, not by shape: under FSDP the parameters are flat shards by now
         embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
@@ -204,25 +205,23 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 
 def export(
-    model: AudioLanguageModel, out: str | Path, tokenizer, codec: dict, template: dict, tasks: list[str]
-):
-    """Write an inference checkpoint: model + config.json (with the codec, the tokenizer kind, the template
-    options such as pattern and max_len, and the trained tasks), the tokenizer's files, and a saved codec
-    directory copied in (so the folder is self-contained)."""
-    from audiollm.text import tokenizer_kind
-
+    model: AudioLanguageModel,
+    out: str | Path,
+    tokenizer: SentencePieceTokenizer | HFTokenizer,
+    codec: dict,
+    template: TemplateOptions,
+    tasks: list[str],
+) -> Path:
+    """Write an inference checkpoint (`audiollm.checkpoint`) of the model trained on data tokenised by
+    `codec` (the data's codec.json) with `template` for `tasks`; a saved codec directory is copied in, so
+    the folder is self-contained."""
     out = Path(out)
-    reference = dict(codec)
-    source = Path(str(codec["codec"]))
-    if source.is_dir():
-        shutil.copytree(source, out / "codec", dirs_exist_ok=True)
-        reference["codec"] = "codec"  # relative to the checkpoint
-    model.save_pretrained(out, codec=reference)
-    tokenizer.save_pretrained(out)
-    config = json.loads((out / "config.json").read_text())
-    config |= {"text_tokenizer": tokenizer_kind(tokenizer), "template": template, "tasks": tasks}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return out
+    reference = CodecRef.from_dict(codec, "the training data's codec.json")
+    if Path(reference.codec).is_dir():
+        shutil.copytree(reference.codec, out / "codec", dirs_exist_ok=True)
+        reference = replace(reference, codec="codec")  # relative to the checkpoint
+    checkpoint = Checkpoint(model.config, reference, tokenizer_kind(tokenizer), template, tuple(tasks))
+    return checkpoint.save(out, model, tokenizer)
 
 
 def full_model(trainer: L.Trainer, pl_module: LitAudioLM) -> AudioLanguageModel | None:
@@ -254,6 +253,5 @@ class ExportOnTrainEnd(L.Callback):
             if trainer.checkpoint_callback
             else Path(trainer.log_dir)
         )
-        template = asdict(dm.options)
-        out = export(model, ckpt_dir.parent / "model", dm.tokenizer, dm.codec, template, dm.tasks)
+        out = export(model, ckpt_dir.parent / "model", dm.tokenizer, dm.codec, dm.options, dm.tasks)
         print(f"exported the trained model to {out}")

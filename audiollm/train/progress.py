@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -105,7 +106,7 @@ class ProgressLog(L.Callback):
         self.first_step = self.last_step = trainer.global_step
         log.info("training from step %d with %d torch threads", trainer.global_step, torch.get_num_threads())
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: dict, batch_idx: int) -> None:  # fmt: skip
         if hasattr(pl_module, "progress_count"):
             amount, self.unit = pl_module.progress_count(batch)
             self.amount += amount

@@ -21,18 +21,18 @@ import csv
 import hashlib
 import json
 import math
-import shutil
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 import yaml
 
 from audiollm.eval import plots
+from audiollm.files import atomic_path
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
 from audiollm.tasks import TASKS
 from audiollm.train.cli import FitCLI
@@ -40,6 +40,9 @@ from audiollm.train.datamodule import AudioDataModule
 from audiollm.train.module import export
 from audiollm.train.progress import set_threads
 from audiollm.vocab import Vocab
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_EVERY = 1000  # Pythia's spacing after step 512
 DEFAULT_ROOT = "runs/suite"
@@ -162,17 +165,14 @@ class ExportSteps(L.Callback):
             return
         self.done = step
         dm = trainer.datamodule
-        final, tmp = self.out / str(step), self.out / f".{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        export(pl_module.model, tmp, dm.tokenizer, dm.codec, asdict(dm.options), dm.tasks)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        with atomic_path(self.out / str(step)) as tmp:
+            export(pl_module.model, tmp, dm.tokenizer, dm.codec, dm.options, dm.tasks)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:
             self._export(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if is_saved_step(trainer.global_step, self.every):
             self._export(trainer, pl_module)
 
@@ -415,7 +415,7 @@ def _asr_rows(size: str, step: int, step_dir: Path, records: list, device: str) 
     ]
 
 
-def figure(width: float, height: float):
+def figure(width: float, height: float) -> Figure:
     """A matplotlib Figure drawn off screen (Agg), without pyplot's global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

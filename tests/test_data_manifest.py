@@ -1,0 +1,20 @@
+"""A record's seconds: its segment of the file, cut at the file's end."""
+
+import numpy as np
+import pytest
+
+from audiollm import audio
+from audiollm.data.manifest import Record, record_seconds
+
+
+def test_record_seconds_is_the_segment_cut_at_the_end_of_the_file(tmp_path):
+    clip = str(audio.save(tmp_path / "clip.wav", np.zeros(16000, np.float32), 16000))  # 1 s
+    assert record_seconds(Record("whole", clip)) == 1.0
+    assert record_seconds(Record("tail", clip, start=0.25)) == 0.75
+    assert record_seconds(Record("inside", clip, start=0.25, duration=0.5)) == 0.5
+    assert record_seconds(Record("too-long", clip, start=0.25, duration=10.0)) == 0.75
+    with pytest.raises(audio.AudioError, match=r"segment starts at 1\.000s, after the end \(1\.000s\)"):
+        record_seconds(Record("past-end", clip, start=1.0))
+    empty = str(audio.save(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000))
+    with pytest.raises(audio.AudioError, match=r"contains no audio samples \(zero length\)"):
+        record_seconds(Record("empty", empty))
