@@ -332,3 +332,33 @@ def test_heldout_loss_of_one_batch_is_the_training_loss(suite):
     for task in ("asr", "tts"):
         if f"loss_{task}" in expected:
             assert got[task] == pytest.approx(float(expected[f"loss_{task}"]), rel=1e-5)
+
+
+def test_resume_point_takes_the_newest_step_checkpoint_when_last_is_missing(tmp_path):
+    """A kill can land after a step's checkpoint is written and before last.ckpt: resuming from "last" would
+    then start the size afresh (seen as a flaky `test_a_killed_suite_resumes_each_size`)."""
+    import os
+
+    from audiollm.train.suite import resume_point
+
+    assert resume_point(tmp_path) is None
+    for i, name in enumerate(["step=2.ckpt", "step=4.ckpt"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    assert resume_point(tmp_path) == str(tmp_path / "step=4.ckpt")
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert resume_point(tmp_path) == "last"
+
+
+def test_a_resumed_suite_clears_the_step_folder_a_kill_interrupted(tmp_path):
+    """A kill during a step's export leaves its temporary folder (`.N.tmp`); the resumed run removes it, so
+    `<size>/steps/` holds only step folders (seen as a flaky `test_a_killed_suite_resumes_each_size`)."""
+    from types import SimpleNamespace
+
+    from audiollm.train.suite import ExportSteps
+
+    (tmp_path / ".2.tmp").mkdir()
+    (tmp_path / ".2.tmp" / "config.json").write_text("{}")
+    (tmp_path / "1").mkdir()
+    ExportSteps(tmp_path, every=8).on_train_start(SimpleNamespace(is_global_zero=True, global_step=2), None)
+    assert [p.name for p in tmp_path.iterdir()] == ["1"]

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import math
+import shutil
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -123,9 +124,14 @@ def count_params(spec: dict, vocab: Vocab) -> int:
 
 
 def resume_point(checkpoints: str | Path) -> str | None:
-    """What `trainer.fit(ckpt_path=...)` takes to resume from `checkpoints`: "last" if it holds a Lightning
-    checkpoint, else None (a fresh start)."""
-    return "last" if any(Path(checkpoints).glob("*.ckpt")) else None
+    """What `trainer.fit(ckpt_path=...)` takes to resume from `checkpoints`: "last" when `last.ckpt` is there;
+    else the newest step checkpoint (a kill can land after a step's checkpoint and before `last.ckpt`:
+    "last" would then start afresh); None when there is none (a fresh start)."""
+    folder = Path(checkpoints)
+    if any(folder.glob("last*.ckpt")):
+        return "last"
+    steps = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return str(steps[-1]) if steps else None
 
 
 def build_cli(argv: list[str]) -> FitCLI:
@@ -169,6 +175,9 @@ class ExportSteps(L.Callback):
             export(pl_module.model, tmp, dm.tokenizer, dm.codec, dm.options, dm.tasks)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # a step folder a kill interrupted (resumed runs write it again)
+            for stale in self.out.glob(".*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
         if trainer.global_step == 0:
             self._export(trainer, pl_module)
 
