@@ -303,7 +303,7 @@ TABLE: dict[str, Task] = {
     ),
 }  # fmt: skip
 TASKS = tuple(TABLE)  # the order of the `task` index in batches
-AUDIO_OUTPUT_TASKS = tuple(name for name, t in TABLE.items() if t.writes == "audio")
+TEXT_FIELDS = tuple(sorted({t.reads for t in TABLE.values() if t.reads}))  # record fields tokenised
 
 
 def get(name: str) -> Task:

@@ -53,8 +53,7 @@ class TaskData:
 
     def _ids(self, record: dict) -> dict[str, list[int]]:
         """Token ids of the record's text fields that some task reads ("text", "caption")."""
-        fields = {t.reads for t in tasks.TABLE.values() if t.reads}
-        return {k: self.tokenizer.encode(record[k]) for k in sorted(fields) if record.get(k)}
+        return {k: self.tokenizer.encode(record[k]) for k in tasks.TEXT_FIELDS if record.get(k)}
 
     @staticmethod
     def _by_speaker(records: list[dict]) -> dict[str, list[int]]:
