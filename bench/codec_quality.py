@@ -30,6 +30,7 @@ from audiollm.eval.codec import (
     evaluate,
     evaluate_opus,
     identity_round_trip,
+    phone_probe,
 )
 
 COLUMNS = ("kbps", "log_mel_distance", "stoi", "si_snr", "f0_error", "voicing", "wer")
@@ -67,6 +68,10 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="native codec only, all codebooks: no pitch, WER, Opus"
     )
+    ap.add_argument(
+        "--phones", nargs=2, metavar=("FIT", "TEST"),
+        help="manifests with `phones` (recipes/codec/phones.py): probe codebook 0 for phones, fit on FIT, score on TEST",
+    )  # fmt: skip
     args = ap.parse_args()
 
     groups: dict[str, list] = defaultdict(list)
@@ -112,6 +117,12 @@ def main() -> None:
     print("| " + " | ".join(f"k={k}" for k in range(len(perplexity))) + " |")
     print("|" + "---:|" * len(perplexity))
     print("| " + " | ".join(f"{p:.0f}" for p in perplexity) + " |")
+    if args.phones:
+        fit, test = ([r for r in read_manifest(m) if "phones" in r.extra] for m in args.phones)
+        probe = phone_probe(codec, fit[: args.limit * 20], test)
+        print(f"\ncodebook 0 names the phone of {probe['accuracy']:.3f} of {args.phones[1]}'s frames "
+              f"(commonest phone: {probe['chance']:.3f}; code-phone information {probe['bits']:.2f} bits; "
+              f"map fitted on {min(len(fit), args.limit * 20)} rows of {args.phones[0]})")  # fmt: skip
     longest = max(every_file, key=lambda f: audio.info(f).frames / audio.info(f).samplerate)
     enc, dec = real_time_factor(codec, longest)
     print(f"\nreal-time factor on {longest} ({torch.get_num_threads()} threads): "

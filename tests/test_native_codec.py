@@ -78,8 +78,8 @@ def test_untrained_codebooks_refuse_to_encode():
 def test_training_forward_uses_n_q_codebooks_and_has_gradients():
     codec = tiny_codec().train()
     wav = torch.randn(2, 1, 1600)
-    recon, codes, commit = codec(wav, n_q=3)
-    assert recon.shape == wav.shape and codes.shape == (3, 2, 5)
+    recon, codes, commit, latent = codec(wav, n_q=3)
+    assert recon.shape == wav.shape and codes.shape == (3, 2, 5) and latent.shape[::2] == (2, 5)
     ((recon - wav).abs().mean() + commit).backward()
     assert codec.encoder.model[0].conv.conv.weight_v.grad is not None
 

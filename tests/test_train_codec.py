@@ -6,9 +6,10 @@ import torch
 from audiollm import audio
 from audiollm.codecs import load_codec
 from audiollm.codecs.native import PRESETS, NativeCodec, NativeCodecConfig
-from audiollm.data.manifest import write_jsonl
+from audiollm.data.manifest import read_manifest, write_jsonl
+from audiollm.data.phones import IGNORE
 from audiollm.train.cli import fit_main
-from audiollm.train.codec import CodecDataModule, CodecModule, export_checkpoint
+from audiollm.train.codec import CodecDataModule, CodecModule, LossWeights, export_checkpoint
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "codec" / "config.yaml"
 TINY = {
@@ -217,3 +218,36 @@ def test_crops_are_drawn_by_the_seconds_each_record_has_in_its_file(tmp_path):
     data.setup()
     assert [r.id for r in data.records] == ["too-long", "whole"]
     assert data.durations == [0.75, 1.0]
+
+
+@pytest.mark.slow
+def test_the_phone_loss_trains_a_head_on_codebook_0_and_the_encoder_under_it(tmp_path):
+    args = recipe_args(
+        tmp_path, trainer__max_steps=3, model__weights__phones=1.0, model__discriminator="none"
+    )
+    manifest = tmp_path / "train.jsonl"
+    rows = [
+        {**r.to_json(), "phones": [["pau", 0.1], ["s", 0.3], ["iy", 0.5]]} for r in read_manifest(manifest)
+    ]
+    write_jsonl(manifest, rows)
+    assert fit_main(args) == 0
+    torch.manual_seed(0)  # seed_everything(0) in the recipe: the same initial weights
+    codec = load_codec(tmp_path / "run" / "checkpoints" / "codec")  # strict load: no phone head in the export
+    initial = CodecModule(codec.config, weights=LossWeights(phones=1.0)).state_dict()
+    trained = trained_state(tmp_path / "run")
+    for part in ("phone_head.", "codec.encoder."):
+        keys = [k for k in initial if k.startswith(part) and initial[k].is_floating_point()]
+        assert keys and any(not torch.equal(trained[k], initial[k]) for k in keys), f"{part} did not change"
+    logged = (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/phones" in logged and "train/phone_acc" in logged
+
+
+def test_crops_carry_the_phone_of_each_frame(tmp_path):
+    clip = str(audio.save(tmp_path / "clip.wav", torch.zeros(1, 16000), 16000))  # 1 s
+    rows = [{"id": "a", "audio": clip, "phones": [["pau", 0.5], ["aa", 0.9]]}, {"id": "b", "audio": clip}]
+    data = CodecDataModule([str(write_jsonl(tmp_path / "train.jsonl", rows))], segment_seconds=1.0,
+                           examples_per_epoch=8)  # fmt: skip
+    data.setup()
+    crops = data.train_dataloader().dataset
+    labels = {tuple(crops[i][1].tolist()) for i in range(len(crops))}
+    assert labels == {(0,) * 25 + (1,) * 20 + (IGNORE,) * 5, (IGNORE,) * 50}

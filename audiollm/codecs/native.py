@@ -181,15 +181,15 @@ class NativeCodec(nn.Module):
 
     def forward(
         self, wav: torch.Tensor, n_q: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass over `n_q` codebooks (all when None).
 
         wav (B, C, N) with N a multiple of hop_length -> (reconstruction (B, C, N),
-        codes int64 (n_q, B, T), commitment loss scalar).
+        codes int64 (n_q, B, T), commitment loss scalar, the latent float (B, D, T) that was quantised).
         """
         z = self.latent(wav)  # (B, D, T)
         quantized, codes, commit = self.quantizer(z, n_q=n_q or self.config.num_codebooks)
-        return self.decoder(quantized), codes, commit.mean()
+        return self.decoder(quantized), codes, commit.mean(), z
 
     def latent(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (B, C, N), N a multiple of hop_length -> the latent the quantiser reads, float (B, D, T)."""

@@ -19,6 +19,8 @@ from pystoi import stoi as _stoi
 from audiollm import audio
 from audiollm.codecs.base import Codec, bitrate
 from audiollm.codecs.losses import LogMel
+from audiollm.data.manifest import Record
+from audiollm.data.phones import IGNORE, PHONES, frame_labels, record_phones
 
 # A round trip: reference (N,) -> (estimate (N,), kilobits per second it cost).
 RoundTrip = Callable[[torch.Tensor], tuple[torch.Tensor, float]]
@@ -155,6 +157,39 @@ def codebook_perplexity(codec: Codec, files: Sequence[str | Path]) -> list[float
     p = counts / counts.sum(1, keepdim=True).clamp_min(1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
     return entropy.exp().tolist()
+
+
+@torch.no_grad()
+def phone_probe(
+    codec: Codec, fit: Sequence[Record], test: Sequence[Record], codebook: int = 0
+) -> dict[str, float]:
+    """How well one codebook's codes name the phone spoken (records with `phones`, `audiollm.data.phones`).
+
+    Each code is mapped to the phone it most often coincides with on the frames of `fit`; returns that
+    map's frame accuracy on `test` (`accuracy`), the accuracy of always guessing `test`'s commonest
+    phone (`chance`), and the mutual information between code and phone on `test` in bits (`bits`).
+    """
+    tables = []
+    for records in (fit, test):
+        joint = torch.zeros(codec.codebook_size, len(PHONES))
+        for rec in records:
+            wav, _ = audio.load(rec.audio, codec.sample_rate, channels=codec.channels)
+            codes = codec.encode(wav[None])[0, codebook].cpu()  # (T,)
+            labels = frame_labels(record_phones(rec, rec.audio), 0.0, codes.shape[0], codec.frame_rate)
+            known = labels != IGNORE
+            joint.index_put_((codes[known], labels[known]), torch.ones(int(known.sum())), accumulate=True)
+        tables.append(joint)
+    fitted, joint = tables
+    total = joint.sum()
+    best = fitted.argmax(1)  # code -> phone (a code never seen in `fit` maps to phone 0, silence)
+    p = joint / total
+    outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)
+    mi = (p * (p / outer.clamp_min(1e-12)).clamp_min(1e-12).log2()).sum()
+    return {
+        "accuracy": float(joint.gather(1, best[:, None]).sum() / total),
+        "chance": float(joint.sum(0).max() / total),
+        "bits": float(mi),
+    }
 
 
 def evaluate_codec(

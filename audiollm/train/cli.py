@@ -12,6 +12,7 @@ resolved configuration.
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import warnings
@@ -129,6 +130,10 @@ class FitCLI(LightningCLI):
         if self.kind == "codec":
             parser.link_arguments("model.codec.sample_rate", "data.sample_rate")
             parser.link_arguments("model.codec.channels", "data.channels")
+            parser.link_arguments(
+                ("model.codec.sample_rate", "model.codec.strides"), "data.frame_rate",
+                compute_fn=lambda rate, strides: rate / math.prod(strides),
+            )  # fmt: skip
         if self.kind == "lm":  # the token layout follows from the data's tokenizer and codec
             parser.add_class_arguments(TokenThroughput, "throughput")
             parser.link_arguments(

@@ -1,6 +1,8 @@
 """Training the native codec with Lightning: `CodecModule` (losses, optimisers) and `CodecDataModule` (crops).
 
-Batch: wav float32 (B, C, N), N = segment_seconds x sample_rate, random crops of manifest audio.
+Batch: (wav float32 (B, C, N), phone labels int64 (B, T)): N = segment_seconds x sample_rate samples of
+random crops of manifest audio, T = N / hop_length frames labelled with the phone at each frame's centre
+(`audiollm.data.phones`; IGNORE where a record has no `phones`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from audiollm.codecs import losses
 from audiollm.codecs.base import quiet_weight_norm
 from audiollm.codecs.native import NativeCodec, NativeCodecConfig
 from audiollm.data.manifest import Record, read_manifest, record_seconds
+from audiollm.data.phones import IGNORE, PHONES, frame_labels, record_phones
 
 log = logging.getLogger(__name__)
 DISCRIMINATORS = ("none", "msstft", "mrd")
@@ -45,6 +48,8 @@ class LossWeights:
     """hinge generator loss (only with the discriminator)"""
     feature_matching: float = 2.0
     """discriminator feature matching (only with the discriminator)"""
+    phones: float = 0.0
+    """phone classification from the first codebook's output (0: no phone head; needs `phones` in the data)"""
 
 
 class Discriminator(nn.Module):
@@ -89,6 +94,11 @@ class CodecModule(L.LightningModule):
     `save_pretrained` directory (codec only). With `decoder_only`, the encoder, latent norm and codebooks
     stay frozen (eval mode, no codebook updates), so the codes an LM was trained on do not change while the
     decoder and discriminator go on learning.
+
+    With `weights.phones` > 0, a linear head reads the first quantiser's output (straight-through, so the
+    gradient reaches the encoder) and is trained to name the phone of each labelled frame (SpeechTokenizer
+    and Mimi distil semantic features into codebook 0; here the teacher is flite's phone timings). The
+    head is not part of the exported codec.
     """
 
     def __init__(
@@ -120,6 +130,7 @@ class CodecModule(L.LightningModule):
             if discriminator != "none"
             else None
         )
+        self.phone_head = nn.Linear(codec.dimension, len(PHONES)) if weights.phones > 0 else None
         if decoder_only and not init_from:
             raise ValueError("model.decoder_only needs model.init_from: a trained codec whose codes to keep")
         if init_from:
@@ -146,8 +157,9 @@ class CodecModule(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
-        trained = self.codec.decoder if hp.decoder_only else self.codec
-        optimizers = [torch.optim.AdamW(trained.parameters(), lr=hp.lr, betas=hp.betas)]
+        trained = [self.codec.decoder] if hp.decoder_only else [self.codec, self.phone_head]
+        params = [p for part in trained if part is not None for p in part.parameters()]
+        optimizers = [torch.optim.AdamW(params, lr=hp.lr, betas=hp.betas)]
         if self.discriminator is not None:
             optimizers.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=hp.betas))
         return optimizers
@@ -169,7 +181,8 @@ class CodecModule(L.LightningModule):
             "torch_rng_state"
         )  # set at the next step: loaders draw from it first
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        batch, labels = batch
         if self._rng_state is not None:
             torch.set_rng_state(self._rng_state)
             self._rng_state = None
@@ -193,13 +206,15 @@ class CodecModule(L.LightningModule):
             recon, commit = self.codec.decoder(quantized), batch.new_zeros(())
         else:
             n_q = self.sample_num_codebooks()
-            recon, _, commit = self.codec(batch, n_q)
+            recon, codes, commit, latent = self.codec(batch, n_q)
         terms = {
             "mel": self.mel_loss(recon, batch),
             "stft": self.stft_loss(recon, batch),
             "waveform": torch.nn.functional.l1_loss(recon, batch),
             "commitment": commit,
         }
+        if self.phone_head is not None and n_q > 0 and not self.hparams.decoder_only:
+            terms["phones"] = self.phone_loss(latent, codes[0], labels)
         if self.discriminator is not None and self.global_step >= self.hparams.discriminator_start_step:
             terms |= self.adversarial_step(recon, batch)
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())
@@ -208,9 +223,22 @@ class CodecModule(L.LightningModule):
         self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
         self.log("train/codebooks", float(n_q), on_step=True)
 
-    def progress_count(self, batch: torch.Tensor) -> tuple[float, str]:
-        """What a batch (B, C, N) adds to the throughput `ProgressLog` prints: seconds of audio."""
-        return batch.shape[0] * batch.shape[-1] / self.codec.sample_rate, "audio-s"
+    def phone_loss(self, latent: torch.Tensor, first: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the phone head on the first codebook's vectors of codes `first` (B, T), passed
+        straight through to `latent` (B, D, T), against `labels` (B, T); 0 when no frame is labelled.
+        Logs the head's frame accuracy."""
+        known = labels != IGNORE
+        if not known.any():
+            return latent.new_zeros(())
+        chosen = self.codec.quantizer.layers[0].decode(first)  # (B, D, T)
+        logits = self.phone_head((latent + (chosen - latent).detach()).transpose(1, 2))  # (B, T, phones)
+        self.log("train/phone_acc", (logits.argmax(-1) == labels)[known].float().mean(), on_step=True)
+        return nn.functional.cross_entropy(logits[known], labels[known])
+
+    def progress_count(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, str]:
+        """What a batch (wav (B, C, N), labels) adds to the throughput `ProgressLog` prints: seconds of audio."""
+        wav = batch[0]
+        return wav.shape[0] * wav.shape[-1] / self.codec.sample_rate, "audio-s"
 
     def adversarial_step(self, recon: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update the discriminator on (real, recon.detach()); return the generator's adversarial terms."""
@@ -241,18 +269,20 @@ class CodecModule(L.LightningModule):
 
 
 class CropDataset(Dataset):
-    """Item i: a deterministic random crop (C, N) float32 of one record, chosen with probability ~ duration."""
+    """Item i: a deterministic random crop (C, N) float32 of one record, chosen with probability ~ duration,
+    and its frames' phone labels int64 (N / sample_rate x frame_rate,)."""
 
-    def __init__(self, records: list[Record], durations: list[float], sample_rate: int, channels: int,
-                 segment_seconds: float, length: int, seed: int, offset: int = 0):  # fmt: skip
-        self.records, self.durations = records, durations
-        self.sample_rate, self.channels = sample_rate, channels
+    def __init__(self, records: list[Record], durations: list[float], phones: list, sample_rate: int,
+                 channels: int, frame_rate: float, segment_seconds: float, length: int, seed: int,
+                 offset: int = 0):  # fmt: skip
+        self.records, self.durations, self.phones = records, durations, phones
+        self.sample_rate, self.channels, self.frame_rate = sample_rate, channels, frame_rate
         self.segment_seconds, self.length, self.seed, self.offset = segment_seconds, length, seed, offset
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(self.seed * 1_000_003 + self.offset + i)
         for _ in range(MAX_DRAWS):  # a clip that cannot be read is named in the log and another is drawn
             (k,) = rng.choices(range(len(self.records)), weights=self.durations)
@@ -268,13 +298,17 @@ class CropDataset(Dataset):
         else:
             raise RuntimeError(f"{MAX_DRAWS} training clips in a row could not be read; check the manifests")
         n = round(self.segment_seconds * self.sample_rate)
-        return torch.nn.functional.pad(wav[:, :n], (0, n - min(n, wav.shape[1])))  # (C, N)
+        labels = frame_labels(
+            self.phones[k], start, round(self.segment_seconds * self.frame_rate), self.frame_rate
+        )
+        return torch.nn.functional.pad(wav[:, :n], (0, n - min(n, wav.shape[1]))), labels  # (C, N), (T,)
 
 
 class CodecDataModule(L.LightningDataModule):
     """Random crops of the audio listed in JSONL manifests (`audiollm.data.manifest`).
 
-    Its state (examples served) is checkpointed, so a resumed run continues with new crops.
+    Its state (examples served) is checkpointed, so a resumed run continues with new crops. Records may
+    carry `phones` (`audiollm.data.phones`), labelled at `frame_rate` (the recipe links it to the codec's).
     """
 
     def __init__(
@@ -282,6 +316,7 @@ class CodecDataModule(L.LightningDataModule):
         train_manifests: list[str],
         sample_rate: int = 16000,
         channels: int = 1,
+        frame_rate: float = 50.0,
         segment_seconds: float = 1.0,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -292,6 +327,7 @@ class CodecDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.records: list[Record] = []
         self.durations: list[float] = []
+        self.phones: list[list[tuple[int, float]] | None] = []
         self.examples_served = 0
 
     def setup(self, stage: str | None = None) -> None:
@@ -306,6 +342,7 @@ class CodecDataModule(L.LightningDataModule):
                     continue
                 self.records.append(rec)
                 self.durations.append(span)
+                self.phones.append(record_phones(rec, path))
         if not self.records:
             raise ValueError(
                 f"data.train_manifests {self.hparams.train_manifests}: no records; list some audio"
@@ -313,8 +350,9 @@ class CodecDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        dataset = CropDataset(self.records, self.durations, hp.sample_rate, hp.channels, hp.segment_seconds,
-                              hp.examples_per_epoch, hp.seed, self.examples_served)  # fmt: skip
+        dataset = CropDataset(self.records, self.durations, self.phones, hp.sample_rate, hp.channels,
+                              hp.frame_rate, hp.segment_seconds, hp.examples_per_epoch, hp.seed,
+                              self.examples_served)  # fmt: skip
         return DataLoader(dataset, batch_size=hp.batch_size, num_workers=hp.num_workers, drop_last=True)
 
     def state_dict(self) -> dict:
