@@ -7,8 +7,9 @@ two servers take turns at each level so load from other work on the machine hits
 ratio=X.XX: batched / one-at-a-time for requests/s (higher is better), one-at-a-time / batched for time
 to first audio. Last, 200 mixed requests (a quarter of them bad uploads) hit the batching server: every
 bad one must be a 4xx, the server must stay up, and its resident memory is printed before and after.
+Both servers read and encode uploads on the same number of codec workers (--codec-workers, printed first).
 
-    python bench/serve.py [--quick] [--model tiny]
+    python bench/serve.py [--quick] [--model tiny] [--codec-workers N]
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+import torch
 
 from audiollm.api import AudioLM
 from audiollm.serve import ServeConfig
 from audiollm.serve.app import BackgroundServer, create_app
+from audiollm.serve.config import CODEC_WORKERS
 
 SHARED = Path(os.environ.get("AUDIOLLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -116,13 +119,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--quick", action="store_true", help="fewer requests per level")
+    parser.add_argument("--codec-workers", type=int, default=CODEC_WORKERS,
+                        help=f"codec workers of each server (default here: {CODEC_WORKERS})")  # fmt: skip
     args = parser.parse_args()
     lm = AudioLM.from_pretrained(args.model)
     data = clips(16)
     levels = (1, 4, 16)
     per_level = {1: 4, 4: 8, 16: 16} if args.quick else {1: 8, 4: 16, 16: 32}
-    batched = BackgroundServer(create_app(lm, ServeConfig(max_batch=16, max_queue=256), "tiny"))
-    single = BackgroundServer(create_app(lm, ServeConfig(max_batch=1, max_queue=256), "tiny"))
+    workers = args.codec_workers
+    print(f"model {args.model}, codec workers {workers} per server, torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    same = {"max_queue": 256, "codec_workers": workers}
+    batched = BackgroundServer(create_app(lm, ServeConfig(max_batch=16, **same), "tiny"))
+    single = BackgroundServer(create_app(lm, ServeConfig(max_batch=1, **same), "tiny"))
     with batched, single:
         for s in (batched, single):  # warm-up
             transcribe(s.url, data[0])
@@ -134,9 +143,8 @@ def main() -> None:
                 rows[name] = rps
                 print(f"transcription {clients:>2} clients {name:>13}: {rps:6.2f} req/s  "
                       f"p50 {pct(lat, 50):.2f} s  p99 {pct(lat, 99):.2f} s  p99/p50 {pct(lat, 99) / pct(lat, 50):.2f}")  # fmt: skip
-            print(
-                f"transcription {clients:>2} clients: requests/s ratio={rows['batched'] / rows['one-at-a-time']:.2f}"
-            )
+            print(f"transcription {clients:>2} clients, {workers} codec workers: requests/s "
+                  f"ratio={rows['batched'] / rows['one-at-a-time']:.2f}")  # fmt: skip
         texts = ["one two three", "seven", "hello there", "four five"]
         for clients in (1, 16):
             items = [texts[i % len(texts)] for i in range(clients if clients > 1 else 4)]

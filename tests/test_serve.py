@@ -27,9 +27,11 @@ pytest.importorskip("prometheus_client")
 
 from audiollm import tasks  # noqa: E402
 from audiollm.api import AudioLM  # noqa: E402
+from audiollm.cli import build_parser  # noqa: E402
 from audiollm.generate import Sampling, generate  # noqa: E402
-from audiollm.serve import ServeConfig  # noqa: E402
+from audiollm.serve import ServeConfig, from_args  # noqa: E402
 from audiollm.serve.app import BackgroundServer, create_app  # noqa: E402
+from audiollm.serve.engine import Engine  # noqa: E402
 from audiollm.serve.scheduler import Job, Scheduler  # noqa: E402
 from audiollm.tasks import Template  # noqa: E402
 
@@ -234,6 +236,59 @@ def test_concurrent_transcriptions_equal_sequential(server, client):
     # Whether these overlap depends on timing: tiny's transcripts of noise end in a step or two, faster
     # than the next upload is encoded. Batching itself is pinned by test_scheduler_matches_generate_*.
     assert together == alone
+
+
+def test_codec_workers_flag_reaches_the_pool(lm):
+    """`audiollm serve --codec-workers 3` gives an engine whose pool runs 3 calls at once; 0 is refused,
+    naming the flag; torch's threads split the cores between the workers and the scheduler thread."""
+    config = from_args(build_parser().parse_args(["serve", "--codec-workers", "3"]))
+    assert config.codec_workers == 3 and 1 <= ServeConfig().codec_workers <= 4
+    with pytest.raises(ValueError, match="--codec-workers=0"):
+        ServeConfig(codec_workers=0)
+    assert config.torch_threads(16) == 4 and config.torch_threads(2) == 1
+    engine = Engine(lm, config)
+    try:
+        meet = threading.Barrier(3, timeout=10)  # with fewer workers: BrokenBarrierError after 10 s
+        list(engine.codec_pool.map(lambda _: meet.wait(), range(3)))
+    finally:
+        engine.stop()
+
+
+class MeetingCodec:
+    """lm's codec, but once `armed` each `encode` waits until `parties` of them are inside it at once: with
+    fewer codec workers than parties the wait times out and the request fails."""
+
+    def __init__(self, codec, parties: int):
+        self.codec, self.meet = codec, threading.Barrier(parties, timeout=10)
+        self.armed, self.threads = False, set()
+
+    def __getattr__(self, name):
+        return getattr(self.codec, name)
+
+    def encode(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        if self.armed:
+            self.threads.add(threading.current_thread().name)
+            self.meet.wait()
+        return self.codec.encode(wav, sample_rate)
+
+
+def test_concurrent_transcriptions_on_two_codec_workers_equal_sequential(lm):
+    """Two codec workers encode uploads side by side (pairs of encodes meet inside the codec), and the
+    greedy transcripts equal those of one request at a time."""
+    codec = MeetingCodec(lm.codec, parties=2)
+    clips = [clip_bytes(0.3 + 0.1 * i, i) for i in range(4)]
+    with running(AudioLM(lm.model, lm.tokenizer, codec, lm.config, "tiny"), codec_workers=2) as (url, _):
+        client = connect(url)
+
+        def one(data):
+            return client.audio.transcriptions.create(model="tiny", file=("c.wav", data), **GREEDY).text
+
+        alone = [one(c) for c in clips]
+        codec.armed = True
+        with ThreadPoolExecutor(len(clips)) as pool:
+            together = list(pool.map(one, clips))
+    assert together == alone
+    assert len(codec.threads) == 2  # both workers encoded
 
 
 def test_speech_formats(speech):

@@ -15,12 +15,14 @@ requests, so several run behind any HTTP load balancer.
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
+import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -323,15 +325,29 @@ class BackgroundServer:
         self.thread.join(timeout=30)
 
 
+def set_threads(config: ServeConfig) -> int:
+    """Set torch's intra-op threads from $AUDIOLLM_THREADS, else leave $OMP_NUM_THREADS, else split the
+    cores between the scheduler thread and the codec workers (`config.torch_threads()`).
+
+    Each thread that runs torch ops runs its own team of that many threads, so all cores to each of them
+    would put (codec_workers + 1) x cores threads on the cores (oversubscription). Returns the count.
+    """
+    if "AUDIOLLM_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["AUDIOLLM_THREADS"]))
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(config.torch_threads())
+    return torch.get_num_threads()
+
+
 def serve(config: ServeConfig) -> int:
     """Load config.model and serve it until interrupted (what `audiollm serve` runs)."""
     import uvicorn
 
+    threads = set_threads(config)  # before any thread of the server runs torch: each keeps the count it saw
     lm = AudioLM.from_pretrained(config.model, device=config.device)
     app = create_app(lm, config)
     bound = 4 * (config.max_queue + config.max_batch)  # open connections; beyond: 503 from uvicorn
-    print(
-        f"audiollm serve: {config.model} on http://{config.host}:{config.port} (max batch {config.max_batch})"
-    )
+    print(f"audiollm serve: {config.model} on http://{config.host}:{config.port} (max batch {config.max_batch}, "
+          f"{config.codec_workers} codec workers, {threads} torch threads each)")  # fmt: skip
     uvicorn.run(app, host=config.host, port=config.port, limit_concurrency=bound, log_level="info")
     return 0

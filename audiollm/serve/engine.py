@@ -1,6 +1,9 @@
 """What the server does for each endpoint, without HTTP: requests become scheduler jobs, results become
-text or audio. The event loop of the server awaits jobs here; the scheduler thread runs the model and one
-codec thread encodes uploads and decodes audio, so neither blocks the loop.
+text or audio. The event loop of the server awaits jobs here; the scheduler thread runs the model and a
+pool of `codec_workers` threads reads and encodes uploads and decodes audio, several requests at once, so
+neither blocks the loop. The codecs' encode and decode only read their modules (in eval mode; the hook of a
+weight-normalised convolution rewrites its `weight` from the same parameters to the same values), so
+concurrent calls give what calls one at a time do.
 
 Streaming: audio steps arrive as the scheduler writes them; every few complete frames the codec decodes
 a window (`StreamDecoder`: some frames of left context, a small lookahead held back), so the first sound
@@ -96,7 +99,7 @@ class Engine:
             lm.model, lm.pattern, lm.max_len, config.max_batch, config.max_queue, config.prefill_budget,
             on_step=on_step, on_cancel=on_cancel,
         )  # fmt: skip
-        self.codec_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiollm-codec")
+        self.codec_pool = ThreadPoolExecutor(config.codec_workers, thread_name_prefix="audiollm-codec")
         seconds = lm.checkpoint.template.prompt_seconds
         self.voices: dict[str, torch.Tensor | None] = {"default": None}
         for name, path in config.voices().items():
@@ -191,7 +194,7 @@ class Engine:
             return self.lm.codec.encode(wav[None].to(self.lm.device))[0, : self.lm.vocab.num_codebooks].cpu()
 
     async def in_codec_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(*args) on the codec thread."""
+        """Run fn(*args) on a free codec worker (queued until one is free)."""
         return await asyncio.get_running_loop().run_in_executor(self.codec_pool, fn, *args)
 
     async def read_upload(self, data: bytes, name: str) -> torch.Tensor:
