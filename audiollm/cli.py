@@ -146,7 +146,9 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 def _fast_args(p: argparse.ArgumentParser) -> None:
     """Generation speed-ups of `AudioLM.from_pretrained` (issue 17)."""
     p.add_argument(
-        "--quantize", default=None, help="int8: int8 weight-only Linear layers (audiollm.quantize)"
+        "--quantize",
+        default=None,
+        help="int8: int8 Linear weights, per-channel scales (CPU: int8 activations too; audiollm.quantize)",
     )
     p.add_argument(
         "--speculative",
