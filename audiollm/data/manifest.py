@@ -77,7 +77,7 @@ def parse_record(obj: object, where: str, root: Path | None = None) -> Record:
         raise ManifestError(f"{where}: field 'duration' must be > 0")
     audio = Path(obj["audio"])
     if root is not None and not audio.is_absolute():
-        audio = root / audio
+        audio = root.absolute() / audio  # absolute even when the manifest was named by a relative path
     return Record(
         id=obj["id"],
         audio=str(audio),
