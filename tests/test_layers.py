@@ -11,7 +11,7 @@ PKG = ROOT / "audiollm"
 
 # Module (dotted, relative to audiollm) -> layer. A package entry covers all its submodules.
 LAYERS = {
-    "audio": 0, "vocab": 0, "files": 0,
+    "audio": 0, "vocab": 0, "files": 0, "threads": 0,
     "text": 1, "codecs": 1, "patterns": 1, "model": 1, "quantize": 1,
     "generate": 2, "speculative": 2, "convert": 2, "tasks": 2, "checkpoint": 2, "data": 2,
     "train": 3, "api": 3, "eval": 3,

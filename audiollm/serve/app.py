@@ -15,14 +15,12 @@ requests, so several run behind any HTTP load balancer.
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -36,6 +34,7 @@ from audiollm.serve import formats
 from audiollm.serve.config import ServeConfig
 from audiollm.serve.engine import Engine, ServeError
 from audiollm.serve.metrics import Metrics
+from audiollm.threads import set_threads
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -325,25 +324,13 @@ class BackgroundServer:
         self.thread.join(timeout=30)
 
 
-def set_threads(config: ServeConfig) -> int:
-    """Set torch's intra-op threads from $AUDIOLLM_THREADS, else leave $OMP_NUM_THREADS, else split the
-    cores between the scheduler thread and the codec workers (`config.torch_threads()`).
-
-    Each thread that runs torch ops runs its own team of that many threads, so all cores to each of them
-    would put (codec_workers + 1) x cores threads on the cores (oversubscription). Returns the count.
-    """
-    if "AUDIOLLM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["AUDIOLLM_THREADS"]))
-    elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(config.torch_threads())
-    return torch.get_num_threads()
-
-
 def serve(config: ServeConfig) -> int:
     """Load config.model and serve it until interrupted (what `audiollm serve` runs)."""
     import uvicorn
 
-    threads = set_threads(config)  # before any thread of the server runs torch: each keeps the count it saw
+    # before any thread of the server runs torch (each keeps the count it saw): the scheduler thread and the
+    # codec workers each run a team of this many, so they share the cores
+    threads = set_threads(config.torch_threads())
     lm = AudioLM.from_pretrained(config.model, device=config.device)
     app = create_app(lm, config)
     bound = 4 * (config.max_queue + config.max_batch)  # open connections; beyond: 503 from uvicorn

@@ -6,17 +6,13 @@ Light on purpose (no torch, no fastapi): the CLI builds its parser from `ServeCo
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import MISSING, dataclass, field, fields
+
+from audiollm.threads import cores
 
 
 def _opt(default, help: str):
     return field(default=default, metadata={"help": help})
-
-
-def cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 CODEC_WORKERS = max(1, min(4, cores() - 1))

@@ -30,10 +30,11 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from audiollm.files import atomic_write
 from audiollm.model import Block
+from audiollm.threads import set_threads
 from audiollm.train.codec import CodecDataModule, CodecModule, ExportCodec
 from audiollm.train.datamodule import AudioDataModule
 from audiollm.train.module import ExportOnTrainEnd, FitError, LitAudioLM
-from audiollm.train.progress import ProgressLog, TokenThroughput, set_threads
+from audiollm.train.progress import ProgressLog, TokenThroughput
 
 # kind -> (LightningModule, LightningDataModule, callbacks added to the Trainer)
 RECIPES = {

@@ -13,7 +13,6 @@ device's peak FLOPs are known); the line shows those figures. Other recipes repo
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -58,25 +57,6 @@ class TokenThroughput(ThroughputMonitor):
         if self.peak_flops is not None:  # the parent has no argument for it: set it where it keeps it
             for throughput in self._throughputs.values():
                 throughput.available_flops = int(self.peak_flops)
-
-
-def free_cores() -> int:
-    """CPU cores not busy with other work: os.cpu_count() less the 1-minute load average, at least 1."""
-    cores = os.cpu_count() or 1
-    return max(1, cores - round(os.getloadavg()[0]))
-
-
-def set_threads() -> int:
-    """Set torch's intra-op threads from $AUDIOLLM_THREADS, else leave $OMP_NUM_THREADS, else the free cores.
-
-    Running more compute threads than free cores slowed CPU training here 10-40x (oversubscription).
-    Returns the number of threads torch now uses.
-    """
-    if "AUDIOLLM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["AUDIOLLM_THREADS"]))
-    elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(free_cores())
-    return torch.get_num_threads()
 
 
 def duration(seconds: float) -> str:

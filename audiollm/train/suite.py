@@ -36,10 +36,10 @@ from audiollm.eval import plots
 from audiollm.files import atomic_path
 from audiollm.model import PRESETS, AudioLanguageModel, ModelConfig, lm_loss
 from audiollm.tasks import TASKS
+from audiollm.threads import set_threads
 from audiollm.train.cli import FitCLI
 from audiollm.train.datamodule import AudioDataModule
 from audiollm.train.module import export
-from audiollm.train.progress import set_threads
 from audiollm.vocab import Vocab
 
 if TYPE_CHECKING:
