@@ -37,7 +37,7 @@ def flite_phones(voice: str, text: str) -> list[list]:
 
 def with_phones(record: Record) -> dict:
     """The record's manifest object, with `phones` when flite spoke it."""
-    row = record.to_json() | {"audio": str(Path(record.audio).resolve())}
+    row = record.to_json()  # audio: the absolute path read_manifest gave it
     speaker = record.speaker or ""
     if speaker.startswith("flite-") and record.text:
         row["phones"] = flite_phones(speaker.removeprefix("flite-"), record.text)
