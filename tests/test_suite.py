@@ -185,6 +185,24 @@ def test_a_size_resumes_in_the_same_order(suite, tmp_path, digits_tokenized):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_kill_after_a_checkpoint_before_its_export_keeps_the_step(suite, tmp_path, digits_tokenized):
+    """ModelCheckpoint writes step=2.ckpt before ExportSteps writes steps/2; a kill in between used to lose
+    steps/2 for good, since the resumed run starts at step 3 (seen as a flaky
+    `test_a_killed_suite_resumes_each_size`). The resumed run now exports it from the checkpoint."""
+    import shutil
+
+    _, straight_root, _ = suite
+    config = write_suite_config(tmp_path, digits_tokenized, "killed")
+    argv = ["--config", str(config), "--checkpoint.every_n_train_steps", "2"]
+    root = run_suite(argv, sizes=["debug"], every=4, callbacks=[StopAt(2)])
+    shutil.rmtree(root / "debug" / "steps" / "2")  # what the kill left: the checkpoint, no step folder
+    run_suite(argv, sizes=["debug"], every=4)
+    assert sorted(int(p.name) for p in (root / "debug" / "steps").iterdir()) == [0, 1, 2, 4, 6]
+    a = load_file(straight_root / "debug" / "steps" / "2" / "model.safetensors")
+    b = load_file(root / "debug" / "steps" / "2" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -360,5 +378,5 @@ def test_a_resumed_suite_clears_the_step_folder_a_kill_interrupted(tmp_path):
     (tmp_path / ".2.tmp").mkdir()
     (tmp_path / ".2.tmp" / "config.json").write_text("{}")
     (tmp_path / "1").mkdir()
-    ExportSteps(tmp_path, every=8).on_train_start(SimpleNamespace(is_global_zero=True, global_step=2), None)
+    ExportSteps(tmp_path, every=8).on_train_start(SimpleNamespace(is_global_zero=True, global_step=3), None)
     assert [p.name for p in tmp_path.iterdir()] == ["1"]

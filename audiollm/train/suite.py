@@ -178,7 +178,10 @@ class ExportSteps(L.Callback):
         if trainer.is_global_zero:  # a step folder a kill interrupted (resumed runs write it again)
             for stale in self.out.glob(".*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
-        if trainer.global_step == 0:
+        # Step 0, or the saved step a resumed run starts from when a kill fell between that step's checkpoint
+        # (ModelCheckpoint runs before this callback) and its export: the weights now are that step's.
+        step = trainer.global_step
+        if is_saved_step(step, self.every) and not (self.out / str(step) / "config.json").is_file():
             self._export(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
