@@ -247,7 +247,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
         report = evaluate(
             args.task, args.manifest, args.model, args.codec, args.limit, args.seed, args.device,
-            seconds=args.seconds, judge=args.judge,
+            seconds=args.seconds, judge=args.judge, quantize=args.quantize, speculative=args.speculative,
         )  # fmt: skip
         print(report.table())
         if args.out:
@@ -274,6 +274,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="write the report (summary, per-item rows, notes) to this JSON file")
     _model_arg(p)
+    _fast_args(p)
     p.set_defaults(func=run)
 
 

@@ -57,6 +57,47 @@ def test_eval_asr_prints_a_table_and_writes_json(model_args, manifest, tmp_path,
     assert result["settings"]["manifest"] == str(manifest)
 
 
+def test_eval_asr_quantized_loads_an_int8_model(model_args, manifest, tmp_path, capsys, monkeypatch):
+    """`audiollm eval asr --quantize int8` scores the int8 model (the CPU int8 WER numbers come from it)."""
+    from audiollm import quantize as quantization
+    from audiollm.quantize import Int8Linear
+
+    swapped = []
+    real = quantization.quantize
+
+    def spy(model, scheme="int8"):
+        out = real(model, scheme)
+        swapped.append(sum(isinstance(m, Int8Linear) for m in out.modules()))
+        return out
+
+    monkeypatch.setattr(quantization, "quantize", spy)
+    out = tmp_path / "asr8.json"
+    argv = [
+        "eval",
+        "asr",
+        "--manifest",
+        str(manifest),
+        "--limit",
+        "2",
+        "--quantize",
+        "int8",
+        "--out",
+        str(out),
+    ]
+    code, stdout, _ = run([*argv, *model_args], capsys)
+    assert code == 0 and "wer" in stdout
+    assert len(swapped) == 1 and swapped[0] > 0, "the evaluated model's Linear layers are int8"
+    assert json.loads(out.read_text())["settings"]["quantize"] == "int8"
+    code, _, err = run(
+        ["eval", "asr", "--manifest", str(manifest), "--quantize", "int4", *model_args], capsys
+    )
+    assert code == 1 and "quantize='int4' is not supported" in err
+    code, _, err = run(
+        ["eval", "codec", "--manifest", str(manifest), "--quantize", "int8", *model_args], capsys
+    )
+    assert code == 1 and "not to 'codec'" in err
+
+
 @pytest.mark.parametrize(
     ("task", "columns"), [("music", ("loudness_lufs", "silence_ratio")), ("tts", ("wer", "cer"))]
 )

@@ -32,12 +32,17 @@ def evaluate(
     device: str | None = None,
     seconds: float | None = None,
     judge: str | Path | None = None,
+    quantize: str | None = None,
+    speculative: bool = False,
 ) -> Report:
     """Score `model` (or, for task "codec", `codec` when given) on the first `limit` usable records.
     music / sfx: `seconds` of audio per caption (default: each record's length); `judge`: a manifest of
-    labelled clips to fit a `SoundJudge` on (class accuracy of the generated sounds)."""
+    labelled clips to fit a `SoundJudge` on (class accuracy of the generated sounds); `quantize`,
+    `speculative`: as in `AudioLM.from_pretrained` (the LM's tasks only)."""
     if task not in NEEDS:
         raise ValueError(f"unknown evaluation '{task}': use one of {', '.join(NEEDS)}")
+    if task == "codec" and (quantize or speculative):
+        raise ValueError("--quantize and --speculative apply to the LM's tasks, not to 'codec'")
     records, skipped = select(manifest, NEEDS[task], limit)
     if task == "codec":
         if codec:
@@ -46,7 +51,7 @@ def evaluate(
             chosen = AudioLM.from_pretrained(model, device=device).codec
         report = compare_with_opus(chosen, [r.audio for r in records], str(codec or model))
     else:
-        lm = AudioLM.from_pretrained(model, device=device)
+        lm = AudioLM.from_pretrained(model, device=device, quantize=quantize, speculative=speculative)
         if task == "asr":
             report = evaluate_asr(lm, records)
         elif task == "tts":
@@ -61,6 +66,8 @@ def evaluate(
     if skipped:
         report.notes.append(f"skipped {skipped} records without '{NEEDS[task]}'")
     used = {"model": None, "codec": str(codec)} if codec and task == "codec" else {"model": str(model)}
+    if task != "codec":
+        used |= {"quantize": quantize, "speculative": speculative}
     report.settings |= {"manifest": str(manifest), **used}
     return report
 
