@@ -249,5 +249,6 @@ def test_crops_carry_the_phone_of_each_frame(tmp_path):
                            examples_per_epoch=8)  # fmt: skip
     data.setup()
     crops = data.train_dataloader().dataset
-    labels = {tuple(crops[i][1].tolist()) for i in range(len(crops))}
+    labels = {tuple(labels.tolist()) for _, labels in crops}  # iterating ends after len(crops) items
     assert labels == {(0,) * 25 + (1,) * 20 + (IGNORE,) * 5, (IGNORE,) * 50}
+    assert len(list(crops)) == len(crops) == 8

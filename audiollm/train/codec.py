@@ -283,6 +283,8 @@ class CropDataset(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.length:  # also ends `for crop in dataset`, which stops at an IndexError
+            raise IndexError(f"crop {i} of a dataset of {self.length}")
         rng = random.Random(self.seed * 1_000_003 + self.offset + i)
         for _ in range(MAX_DRAWS):  # a clip that cannot be read is named in the log and another is drawn
             (k,) = rng.choices(range(len(self.records)), weights=self.durations)
