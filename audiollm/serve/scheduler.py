@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from audiollm import patterns
-from audiollm.generate import Sampling, decode_step, prefill, sample
+from audiollm.generate import Sampling, _rules, decode_step, prefill, sample
 from audiollm.model import AudioLanguageModel, KVCache, rope
-from audiollm.tasks import Prompt
+from audiollm.tasks import Prompt, Template
 
 
 class QueueFull(Exception):
@@ -113,34 +112,6 @@ class _StepView:
         return keys[:R], values[:R]
 
 
-class _Masks:
-    """Additive text-logit masks (0 or -inf) of the two modes, `<eos>` banned or not; real-code mask;
-    which codebooks carry a code at each pattern step."""
-
-    def __init__(self, model: AudioLanguageModel, pattern: str, max_steps: int, device: torch.device):
-        v = model.config.vocab
-        text_mode, audio_mode = (
-            torch.zeros(v.text_vocab_size),
-            torch.full((v.text_vocab_size,), float("-inf")),
-        )
-        text_mode[v.audio] = float("-inf")  # no switch back to audio in an ASR answer
-        audio_mode[[v.audio, v.eos]] = 0
-        no_eos = torch.zeros(v.text_vocab_size)
-        no_eos[v.eos] = float("-inf")
-        # bias[in_audio][eos_ok]: (V,)
-        self.bias = torch.stack(
-            [torch.stack([text_mode + no_eos, text_mode]), torch.stack([audio_mode + no_eos, audio_mode])]
-        ).to(device)  # (2, 2, V)
-        self.real_code = torch.zeros(v.audio_card, device=device)
-        self.real_code[v.empty_code] = float("-inf")
-        K = v.num_codebooks
-        self.empty = torch.full((K,), v.empty_code, dtype=torch.long, device=device)  # a text step's codes
-        self.active = torch.stack([patterns.codebooks_at(s, K, pattern) for s in range(max_steps + 1)]).to(
-            device
-        )  # (max_steps + 1, K)
-        self.tail = patterns.tail(K, pattern).to(device)  # (n_tail, K) codebooks of each step after `<eos>`
-
-
 class Scheduler:
     """A thread that runs jobs on `model` with continuous batching; `submit` from any thread."""
 
@@ -164,7 +135,14 @@ class Scheduler:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.pool = KVCache(model.config, 2 * max_batch, max_len, self.dtype, self.device)
-        self.masks = _Masks(model, pattern, max_len, self.device)
+        # What a step may write: `generate`'s rules for a plain template. bias[in_audio][eos_ok]: (2, 2, V)
+        self.rules = r = _rules(
+            self.vocab, Template(), self.vocab.num_codebooks, pattern, max_len, self.device
+        )
+        self.bias = torch.stack([torch.stack([m + r.no_eos, m]) for m in (r.text_mode, r.audio_mode)])
+        self.empty = torch.full(
+            (self.vocab.num_codebooks,), r.empty_code, dtype=torch.long, device=self.device
+        )
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
         self.on_step, self.on_cancel = on_step, on_cancel
@@ -327,7 +305,7 @@ class Scheduler:
         text = torch.stack([_guided(j, 0) for j in jobs])  # (J, V)
         eos_ok = torch.tensor([j.steps >= j.min_new for j in jobs], device=self.device)
         in_audio = torch.tensor([j.in_audio for j in jobs], device=self.device)
-        logits = text + self.masks.bias[in_audio.long(), eos_ok.long()]  # (J, V)
+        logits = text + self.bias[in_audio.long(), eos_ok.long()]  # (J, V)
         tok = logits.argmax(-1).tolist()
         for i, j in enumerate(jobs):
             codes = None
@@ -335,13 +313,13 @@ class Scheduler:
                 if j.sampling.temperature > 0:
                     tok[i] = int(sample(logits[i : i + 1], j.sampling, j.generator)[0])
                 if j.in_audio:
-                    real = _guided(j, 1) + self.masks.real_code  # (K, C)
+                    real = _guided(j, 1) + self.rules.real_code  # (K, C)
                     greedy = j.sampling.temperature == 0
                     drawn = real.argmax(-1) if greedy else sample(real, j.sampling, j.generator)  # (K,)
                     if j.tail:  # inside the pattern's tail: another frame, whatever the text head says
                         tok[i] = self.vocab.audio
-                    ending = j.tail or (tok[i] == self.vocab.eos and len(self.masks.tail))
-                    active = self.masks.tail[j.tail] if ending else self.masks.active[j.audio_step]
+                    ending = j.tail or (tok[i] == self.vocab.eos and self.rules.n_tail)
+                    active = self.rules.tail[j.tail] if ending else self.rules.active[j.audio_step]
                     codes = torch.where(active, drawn, self.vocab.empty_code)
             except RuntimeError as e:  # e.g. non-finite logits: this job fails, the batch goes on
                 self._fail(j, f"sampling failed: {e}")
@@ -352,7 +330,7 @@ class Scheduler:
 
     def _advance(self, job: Job, tok: int, codes: torch.Tensor | None) -> None:
         """Record the step `tok` / `codes` and update the job's mode and stop flags."""
-        v, n_tail = self.vocab, len(self.masks.tail)
+        v, n_tail = self.vocab, self.rules.n_tail
         tailing = job.in_audio and n_tail > 0 and (job.tail > 0 or tok == v.eos)  # the first carries <eos>
         frame = job.in_audio and (tok == v.audio or tailing)
         job.steps += 1
@@ -365,7 +343,7 @@ class Scheduler:
         elif tok != v.eos:
             job.text.append(tok)
         job.in_audio = tok == v.audio or (job.in_audio and tok != v.text)
-        job.last = (v.pad if frame else tok, frame, codes if frame else self.masks.empty)
+        job.last = (v.pad if frame else tok, frame, codes if frame else self.empty)
         ended = job.tail >= n_tail if tailing else tok == v.eos
         if ended or job.steps >= job.max_new:
             job.finished = True
