@@ -116,6 +116,27 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_prepare)
 
 
+def _augment(args: argparse.Namespace) -> int:
+    from audiollm.data.augment import speed_perturb
+    from audiollm.data.manifest import read_manifest, write_jsonl
+
+    made, rejects = speed_perturb(list(read_manifest(args.manifest)), args.speeds, args.out)
+    path = write_jsonl(Path(args.out) / Path(args.manifest).name, made)
+    write_jsonl(Path(args.out) / "rejects.jsonl", rejects)
+    print(f"wrote {path}: {len(made)} records at speeds {args.speeds}; {len(rejects)} clips unreadable")
+    return 0
+
+
+def _add_augment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("augment", help="speed-perturbed copies of a manifest's audio, with their manifest")
+    p.add_argument("manifest", help="JSONL manifest")
+    p.add_argument(
+        "--speeds", type=float, nargs="+", default=[0.9, 1.1], help="play-speed factors (tempo and pitch)"
+    )
+    p.add_argument("--out", required=True, help="output folder: audio/ and a manifest of the same name")
+    p.set_defaults(func=_augment)
+
+
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from audiollm.data.manifest import manifest_texts
     from audiollm.text import train_sentencepiece
@@ -512,6 +533,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenize,
     _add_convert,
     _add_prepare,
+    _add_augment,
     _add_train_tokenizer,
     _add_inference,
     _add_eval,
