@@ -25,7 +25,10 @@ def test_shipped_lm_and_codec_load_in_float32_and_match(tmp_path, digits_model):
             (source / f.name).write_bytes(f.read_bytes())
     codec.save_pretrained(source / "codec")
 
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / "MODEL_CARD.md").write_text("# the card written by hand")
     size = ship(source, tmp_path / "shipped")
+    assert (tmp_path / "shipped" / "MODEL_CARD.md").read_text() == "# the card written by hand"
 
     assert size < sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
     stored = load_file(str(tmp_path / "shipped" / "codec" / "model.safetensors"))

@@ -29,10 +29,16 @@ def compact(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def ship(model_dir: Path, out: Path) -> int:
-    """Copy `model_dir` to `out` with compact weights; returns the total size in bytes."""
+    """Copy `model_dir` to `out` with compact weights; returns the total size in bytes. A `MODEL_CARD.md`
+    already in `out` is kept when `model_dir` has none (a trained model folder has none; the asset's is
+    written by hand)."""
+    card = out / "MODEL_CARD.md"
+    kept = card.read_bytes() if card.is_file() and not (model_dir / card.name).exists() else None
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(model_dir, out)
+    if kept is not None:
+        card.write_bytes(kept)
     for weights in out.rglob("model.safetensors"):
         state = {
             k: compact(v) for k, v in load_file(str(weights)).items() if not k.endswith(TRAINING_BUFFERS)
